@@ -1,0 +1,35 @@
+# The README's commands. Each sets up .venv by itself on a fresh clone.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gptlab-installed
+# The local CPU build where no CUDA driver is present; any 2.x build otherwise.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4,<3' || echo 'torch==2.13.0')
+OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow test-all setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, so the package's torch range is already met and pip pulls no CUDA build
+	$(PY) -m pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/gptlab experiment=demo hydra.run.dir=runs/demo
+
+test: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .cache

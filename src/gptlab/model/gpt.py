@@ -1,0 +1,312 @@
+"""The GPT backbone: one decoder-only transformer for GPT-1, GPT-2 and GPT-3.
+
+The three papers differ in a handful of switches, so they are one module here:
+
+* GPT-1 puts LayerNorm *after* each residual add (``norm="post"``) and has no final LayerNorm.
+* GPT-2/3 normalise the input of each sub-block (``norm="pre"``) and add a final LayerNorm;
+  the residual projections start with std 0.02/sqrt(2*n_layer) so the residual stream does not
+  grow with depth.
+* GPT-3 alternates dense layers with locally banded sparse ones (``attention="alternating"``).
+
+Input and output embeddings are tied. The vocabulary is padded to 50304 (a multiple of 64, which
+is faster) and the padding rows hold GPT-1's task tokens, so importing GPT-2 never resizes it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ("pre", "post")
+ATTENTIONS = ("dense", "alternating")
+
+
+@dataclass
+class GPTConfig:
+    """Shape and switches of one backbone. Sizes live in ``conf/model/*.yaml``."""
+
+    name: str = "custom"
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = 50304
+    dropout: float = 0.0
+    bias: bool = True
+    norm: str = "pre"
+    attention: str = "dense"
+    local_window: int = 256
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"GPTConfig.norm={self.norm!r}: valid choices are {NORMS}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"GPTConfig.attention={self.attention!r}: valid choices are {ATTENTIONS}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
+            )
+        for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "local_window"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"GPTConfig.{key}={getattr(self, key)} must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
+        """Build from a mapping, ignoring keys that are not config fields (e.g. ``_target_``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+        """The registered size ``name`` (a file in ``conf/model``), with ``overrides`` applied."""
+        from gptlab.model.registry import model_config
+
+        return cls.from_dict({**model_config(name), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, per layer, for incremental decoding.
+
+    ``key_mask`` remembers which cached positions are real tokens (False = padding), so a
+    padded prompt keeps masking its padding while new tokens are appended.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.key_mask: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].size(2)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def repeat_interleave(self, repeats: torch.Tensor | int) -> KVCache:
+        """A new cache whose row i is repeated ``repeats[i]`` times (one prefix, many continuations)."""
+        out = KVCache(len(self.keys))
+        out.keys = [k.repeat_interleave(repeats, dim=0) for k in self.keys]
+        out.values = [v.repeat_interleave(repeats, dim=0) for v in self.values]
+        if self.key_mask is not None:
+            out.key_mask = self.key_mask.repeat_interleave(repeats, dim=0)
+        return out
+
+
+def attention_mask_for(
+    q_len: int,
+    past: int,
+    key_valid: torch.Tensor | None,
+    window: int | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Boolean mask (True = may attend) of shape (B|1, 1, q_len, past+q_len), or None when plain causal.
+
+    Queries sit at absolute positions past..past+q_len-1. A query always sees itself, so a row
+    that is all padding never becomes a softmax over nothing (NaN).
+    """
+    if key_valid is None and window is None and past == 0:
+        return None  # SDPA's is_causal fast path
+    k_len = past + q_len
+    q_pos = torch.arange(past, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (q_pos - k_pos < window)
+    allowed = allowed[None, None]
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, None, :].bool()
+        allowed = allowed | (q_pos == k_pos)[None, None]
+    return allowed
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, window: int | None) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.window = window  # None = dense; else a local band of this many positions
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_valid: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(layer, k, v)
+        mask = attention_mask_for(T, past, key_valid, self.window, x.device)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and T > 1,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2's GELU is the tanh approximation; keeping it makes imported weights exact.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, window: int | None) -> None:
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config, window)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, key_valid: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        if self.pre_norm:  # GPT-2/3
+            x = x + self.attn(self.ln_1(x), key_valid, cache, layer)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, key_valid, cache, layer))  # GPT-1
+        return self.ln_2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. ``forward`` gives logits; task heads read ``hidden_states``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(
+            Block(config, self._window_of(i)) for i in range(config.n_layer)
+        )
+        # GPT-1 normalises after every block already, so only pre-LN needs a final LayerNorm.
+        self.ln_f = (
+            nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            if config.norm == "pre"
+            else nn.Identity()
+        )
+        self.apply(self._init_weights)
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=residual_std)
+
+    def _window_of(self, layer: int) -> int | None:
+        # GPT-3 section 2.1: "alternating dense and locally banded sparse attention patterns".
+        if self.config.attention == "alternating" and layer % 2 == 1:
+            return self.config.local_window
+        return None
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPT:
+        """A randomly initialised model of the registered size ``name`` (e.g. ``"gpt2"``)."""
+        return cls(GPTConfig.from_name(name, **overrides))
+
+    def num_params(self, exclude_position_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied head counted once
+        return n - self.wpe.weight.numel() if exclude_position_embeddings else n
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layer)
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states (B, T, n_embd) for token ids ``idx`` (B, T).
+
+        ``attention_mask`` (B, T): 1 for real tokens, 0 for padding. With a ``cache``, ``idx``
+        continues the cached positions and the cache is extended in place.
+        """
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds the model's block_size={self.config.block_size}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=idx.device)[None]
+        key_valid = attention_mask
+        if cache is not None:
+            if attention_mask is not None or cache.key_mask is not None:
+                new = attention_mask if attention_mask is not None else idx.new_ones(B, T)
+                old = cache.key_mask if cache.key_mask is not None else idx.new_ones(B, past)
+                cache.key_mask = torch.cat([old.to(new.dtype), new], dim=1)
+                key_valid = cache.key_mask
+        x = self.drop(self.wte(idx) + self.wpe(position_ids))
+        for i, block in enumerate(self.h):
+            x = block(x, key_valid, cache, i)
+        return self.ln_f(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM logits from hidden states through the tied embedding."""
+        return F.linear(hidden, self.wte.weight)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        return self.logits(self.hidden_states(idx, attention_mask, position_ids, cache))
+
+    def lm_loss(self, hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+        """Mean next-token cross-entropy; the LM head runs only on positions that have a target."""
+        hidden = hidden.reshape(-1, hidden.size(-1))
+        targets = targets.reshape(-1)
+        keep = targets != ignore_index
+        if not bool(keep.all()):
+            hidden, targets = hidden[keep], targets[keep]
+        return F.cross_entropy(self.logits(hidden).float(), targets)
