@@ -1,0 +1,3 @@
+from gptlab.cli.train import main
+
+main()
