@@ -161,8 +161,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         past = 0
         if cache is not None:
-            past = cache.length
             k, v = cache.append(layer, k, v)
+            # This layer's own past: cache.length counts layer 0, which already holds these T.
+            past = k.size(2) - T
         mask = attention_mask_for(T, past, key_valid, self.window, x.device)
         y = F.scaled_dot_product_attention(
             q,
