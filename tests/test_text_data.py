@@ -1,0 +1,408 @@
+"""TextDataModule: reading, splitting, caching, windows and the resumable train stream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from gptlab.data import text
+from gptlab.data.corpus import demo_corpus_documents
+from gptlab.data.text import FORMATS, StreamSampler, TextDataModule
+from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+
+DOCS = [f"Document {i}: the quick brown fox jumps over {i} lazy dogs.\nSecond line {i}." for i in range(20)]
+
+
+def expected_tokens(docs: list[str]) -> list[int]:
+    enc = get_tokenizer()
+    return [t for doc in docs for t in [*enc.encode_ordinary(doc), EOT_ID]]
+
+
+def make_dm(tmp_path: Path, task: dict, block_size: int = 4, batch_size: int = 2, **kwargs) -> TextDataModule:
+    task = {"name": "toy", "kind": "lm", "data_dir": str(tmp_path), **task}
+    return TextDataModule(
+        task, block_size, batch_size, cache_dir=str(tmp_path / "cache"), num_proc=1, **kwargs
+    )
+
+
+def split_tokens(dm: TextDataModule, split: str) -> list[int]:
+    loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+    return np.fromfile(loader.dataset.path, dtype=np.uint16).tolist()
+
+
+def write_lines(tmp_path: Path, docs: list[str] = DOCS, name: str = "train.jsonl") -> None:
+    (tmp_path / name).write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+
+
+def test_windows_are_shifted_pairs_with_eot_after_each_document(tmp_path):
+    write_lines(tmp_path, DOCS[:12])
+    write_lines(tmp_path, DOCS[12:], "val.jsonl")
+    dm = make_dm(tmp_path, {"format": "jsonl", "files": {"train": "train.jsonl", "validation": "val.jsonl"}})
+    dm.setup()
+    tokens = expected_tokens(DOCS[:12])
+    assert split_tokens(dm, "train") == tokens and tokens.count(EOT_ID) == 12
+    assert split_tokens(dm, "val") == expected_tokens(DOCS[12:])
+    windows = dm.train_dataloader().dataset
+    assert len(windows) == (len(tokens) - 1) // 4
+    for i in range(len(windows)):
+        x, y = windows[i]
+        assert x.dtype == y.dtype == torch.int64
+        assert x.tolist() == tokens[4 * i : 4 * i + 4] and y.tolist() == tokens[4 * i + 1 : 4 * i + 5]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (2, 4)
+    assert dm.num_train_tokens == len(tokens) and dm.tokens_per_batch == 8
+
+
+def test_held_out_documents_are_deterministic_and_independent_of_the_seed(tmp_path):
+    write_lines(tmp_path)
+    dms = [
+        make_dm(
+            tmp_path / str(seed),
+            {"format": "jsonl", "data_dir": str(tmp_path), "files": "train.jsonl"},
+            seed=seed,
+        )
+        for seed in (1, 2)
+    ]
+    for dm in dms:
+        dm.setup()
+    train, val = split_tokens(dms[0], "train"), split_tokens(dms[0], "val")
+    assert (train, val) == (split_tokens(dms[1], "train"), split_tokens(dms[1], "val"))
+    assert val.count(EOT_ID) == math.ceil(0.1 * len(DOCS)) and train.count(EOT_ID) + val.count(EOT_ID) == len(
+        DOCS
+    )
+    assert sorted(train + val) == sorted(expected_tokens(DOCS))
+
+
+def test_a_single_document_holds_out_its_last_tokens(tmp_path):
+    (tmp_path / "all.txt").write_text("\n".join(DOCS))
+    dm = make_dm(tmp_path, {"format": "text", "files": {"train": "all.txt"}, "val_fraction": 0.25})
+    dm.setup()
+    tokens = expected_tokens(["\n".join(DOCS)])
+    assert split_tokens(dm, "train") + split_tokens(dm, "val") == tokens
+    assert dm.num_val_tokens == math.ceil(0.25 * len(tokens))
+
+
+def test_crlf_and_cr_become_lf(tmp_path):
+    (tmp_path / "a.raw").write_bytes(b" = Title = \r\nFirst paragraph.\r\nSecond\rline\r\n" * 20)
+    dm = make_dm(tmp_path, {"format": "text", "files": {"train": "a.raw", "validation": "a.raw"}})
+    dm.setup()
+    assert split_tokens(dm, "train") == expected_tokens(
+        [" = Title = \nFirst paragraph.\nSecond\nline\n" * 20]
+    )
+
+
+@pytest.mark.parametrize("fmt", ["lines", "jsonl", "json", "parquet"])
+def test_readers(tmp_path, fmt):
+    path = tmp_path / f"train.{fmt}"
+    if fmt == "lines":
+        path.write_text("\n\n".join(d.replace("\n", " ") for d in DOCS))  # blank lines are no documents
+    elif fmt == "jsonl":
+        write_lines(tmp_path, [d.replace("\n", " ") for d in DOCS], path.name)
+    elif fmt == "json":
+        path.write_text(json.dumps([{"body": d.replace("\n", " "), "id": i} for i, d in enumerate(DOCS)]))
+    else:
+        pq.write_table(pa.table({"body": [d.replace("\n", " ") for d in DOCS]}), path)
+    field = {"text_field": "body"} if fmt in ("json", "parquet") else {}
+    dm = make_dm(tmp_path, {"format": fmt, "files": {"train": "train.*", "validation": path.name}, **field})
+    dm.setup()
+    assert split_tokens(dm, "train") == expected_tokens([d.replace("\n", " ") for d in DOCS])
+
+
+def test_hub_source_reads_a_local_dataset_folder(tmp_path):
+    hub_dir = tmp_path / "hub"
+    hub_dir.mkdir()
+    write_lines(hub_dir, DOCS, "train.jsonl")
+    task = {"format": "text", "data_dir": None, "hub": {"path": str(hub_dir), "text_field": "text"}}
+    dm = make_dm(tmp_path, task)
+    dm.setup()
+    assert sorted(split_tokens(dm, "train") + split_tokens(dm, "val")) == sorted(expected_tokens(DOCS))
+
+
+# ----------------------------------------------------------------------------- the stream
+
+
+def stream(sampler: StreamSampler) -> list[int]:
+    return list(sampler)
+
+
+def test_every_window_once_per_data_epoch_and_a_new_order_each_epoch():
+    windows = stream(StreamSampler(num_windows=7, seed=3, start=0, length=28))
+    epochs = [windows[i : i + 7] for i in range(0, 28, 7)]
+    assert all(sorted(epoch) == list(range(7)) for epoch in epochs)
+    assert len({tuple(epoch) for epoch in epochs}) > 1
+    assert windows == stream(StreamSampler(num_windows=7, seed=3, start=0, length=28))
+    assert windows != stream(StreamSampler(num_windows=7, seed=4, start=0, length=28))
+
+
+@pytest.mark.parametrize("k", [0, 1, 6, 7, 15])
+def test_a_stream_started_at_k_is_the_tail_of_the_stream_from_zero(k):
+    full = stream(StreamSampler(num_windows=7, seed=0, start=0, length=30))
+    assert stream(StreamSampler(num_windows=7, seed=0, start=k, length=30 - k)) == full[k:]
+    resumed = StreamSampler(num_windows=7, seed=0, start=0, length=30, resume=k)
+    assert stream(resumed) == full[k:] and len(resumed) == 30  # len stays the epoch: Lightning's counter
+
+
+def test_ddp_ranks_partition_the_stream():
+    full = stream(StreamSampler(num_windows=10, seed=0, start=6, length=36))
+    ranks = [
+        stream(StreamSampler(num_windows=10, seed=0, start=6, length=36, rank=r, world_size=3))
+        for r in range(3)
+    ]
+    assert [len(r) for r in ranks] == [12, 12, 12]
+    assert [ranks[i % 3][i // 3] for i in range(36)] == full
+
+
+def test_lightning_epochs_continue_the_stream():
+    sampler = StreamSampler(num_windows=5, seed=0, start=0, length=5)
+    first = stream(sampler)
+    sampler.set_epoch(1)
+    assert first + stream(sampler) == stream(StreamSampler(num_windows=5, seed=0, start=0, length=10))
+
+
+def test_set_stream_and_state_dict(tmp_path):
+    write_lines(tmp_path)
+    dm = make_dm(tmp_path, {"format": "jsonl", "files": "train.jsonl"}, start_sample=4)
+    dm.setup()
+    n = len(dm.train_dataloader().dataset)
+    assert len(dm.train_dataloader().sampler) == n
+    dm.set_stream(2, 12)
+    assert len(dm.train_dataloader().sampler) == 10
+    state = dm.state_dict()
+    assert state == {"seed": 1234, "start_sample": 2, "total_samples": 12, "position": 2}
+    other = make_dm(tmp_path, {"format": "jsonl", "files": "train.jsonl"}, seed=99)
+    other.setup()
+    other.load_state_dict({**state, "position": 6})
+    other.set_stream(2, 12)  # same start: keeps the restored position
+    assert list(other.train_dataloader().sampler) == list(dm.train_dataloader().sampler)[4:]
+
+
+class Recorder(L.LightningModule):
+    """Trains nothing; remembers every batch it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.batches: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        self.batches.append(batch[0].clone())
+        return self.weight * batch[0].float().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit(dm: TextDataModule, ckpt_dir: Path, ckpt_path: Path | None = None, **trainer_kwargs) -> Recorder:
+    model = Recorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[L.pytorch.callbacks.ModelCheckpoint(ckpt_dir, every_n_train_steps=3, save_top_k=-1)],
+        **trainer_kwargs,
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("trainer_kwargs", "resume_step"),
+    [({"max_steps": 8}, 3), ({"max_epochs": 3}, 15)],  # 21 windows: 10 batches per epoch, resume in epoch 1
+)
+def test_a_resumed_fit_continues_the_stream_exactly(tmp_path, trainer_kwargs, resume_step):
+    write_lines(tmp_path)
+    task = {"format": "jsonl", "files": "train.jsonl"}
+    dm = make_dm(tmp_path, task, block_size=16)
+    first = fit(dm, tmp_path / "ckpt", **trainer_kwargs)
+    windows = len(dm.train_dataloader().dataset)
+    epoch_length = 8 * 2 if "max_steps" in trainer_kwargs else windows
+    epoch, batches = divmod(resume_step, epoch_length // 2)
+    (ckpt,) = (tmp_path / "ckpt").glob(f"*step={resume_step}.ckpt")
+    assert (
+        torch.load(ckpt, weights_only=False)["TextDataModule"]["position"]
+        == epoch * epoch_length + batches * 2
+    )
+    resumed = fit(
+        make_dm(tmp_path, task, block_size=16), tmp_path / "ckpt2", ckpt_path=ckpt, **trainer_kwargs
+    )
+    assert len(first.batches) == resume_step + len(resumed.batches)
+    assert all(torch.equal(a, b) for a, b in zip(first.batches[resume_step:], resumed.batches, strict=True))
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def test_a_cache_hit_does_not_tokenize_and_is_faster(tmp_path, monkeypatch):
+    (tmp_path / "big.txt").write_text("\n".join(DOCS * 200))
+    task = {"format": "text", "files": {"train": "big.txt"}}
+    get_tokenizer()  # loaded once per process; keep it out of the timing
+    start = time.perf_counter()
+    make_dm(tmp_path, task).setup()
+    first = time.perf_counter() - start
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again instead of reading the cache")
+
+    monkeypatch.setattr(text, "tokenize_documents", no_tokenizing)
+    start = time.perf_counter()
+    dm = make_dm(tmp_path, task)
+    dm.setup()
+    cached = time.perf_counter() - start
+    assert dm.num_train_tokens > 0 and cached < first / 3, (first, cached)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "sidecar"])
+def test_a_damaged_cache_is_rebuilt_not_read(tmp_path, caplog, damage):
+    write_lines(tmp_path)
+    task = {"format": "jsonl", "files": "train.jsonl"}
+    dm = make_dm(tmp_path, task)
+    dm.setup()
+    path = dm.train_dataloader().dataset.path
+    good = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(good[:-3])
+    elif damage == "flip":
+        path.write_bytes(good[:10] + bytes([good[10] ^ 1]) + good[11:])
+    else:
+        path.with_suffix(".json").write_text("{")
+    again = make_dm(tmp_path, task)
+    again.setup()
+    assert "rebuilding" in caplog.text and str(path) in caplog.text
+    assert path.read_bytes() == good and again.num_train_tokens == len(good) // 2
+
+
+def test_a_changed_source_gets_a_new_cache(tmp_path):
+    write_lines(tmp_path)
+    task = {"format": "jsonl", "files": "train.jsonl"}
+    dm = make_dm(tmp_path, task)
+    dm.setup()
+    write_lines(tmp_path, DOCS[::-1])
+    changed = make_dm(tmp_path, task)
+    changed.setup()
+    assert changed.train_dataloader().dataset.path != dm.train_dataloader().dataset.path
+
+
+# ----------------------------------------------------------------------------- errors before training
+
+
+def test_missing_data_dir_names_the_path_and_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*format 'text': one UTF-8 document per file"):
+        make_dm(tmp_path, {"format": "text", "data_dir": str(tmp_path / "nowhere"), "files": "a.txt"}).setup()
+
+
+def test_missing_file_names_the_path_and_format(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        make_dm(tmp_path, {"name": "wikitext2", "format": "text", "files": {"train": "train.txt"}}).setup()
+    assert str(err.value) == (
+        f"task 'wikitext2': no file matches '{tmp_path / 'train.txt'}' (format 'text': {FORMATS['text']})"
+    )
+
+
+def test_no_source_at_all(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no data"):
+        make_dm(tmp_path, {"format": "text", "data_dir": None}).setup()
+
+
+def test_unknown_format_lists_the_valid_ones(tmp_path):
+    with pytest.raises(
+        ValueError, match="unknown format 'csv'; valid formats: text, lines, jsonl, json, parquet"
+    ):
+        make_dm(tmp_path, {"format": "csv", "files": "a.csv"})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"files": {"valid": "a.txt"}}, "unknown split"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"kind": "classification"}, "kind 'lm'"),
+    ],
+)
+def test_bad_specs(tmp_path, spec, message):
+    with pytest.raises(ValueError, match=message):
+        make_dm(tmp_path, {"format": "text", "files": "a.txt", **spec})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "0 tokens"),
+        (" \n\n", "0 tokens"),
+        ("Hello there.", r"train split has 3 tokens, fewer than block_size \+ 1 = 5"),
+    ],
+)
+def test_empty_or_too_small_corpus(tmp_path, content, message):
+    (tmp_path / "a.txt").write_text(content)
+    with pytest.raises(ValueError, match=f"task 'toy'.*{message}"):
+        make_dm(tmp_path, {"format": "text", "files": "a.txt"}).setup()
+
+
+def test_bad_utf8_names_the_file(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"fine text \xff\xfe broken")
+    with pytest.raises(ValueError, match=r"bad\.txt is not valid UTF-8"):
+        make_dm(tmp_path, {"format": "text", "files": "bad.txt"}).setup()
+
+
+def test_missing_text_field_names_the_record(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(ValueError, match=r"a\.jsonl record 2 has no string field 'text'"):
+        make_dm(tmp_path, {"format": "jsonl", "files": "a.jsonl"}).setup()
+
+
+# ----------------------------------------------------------------------------- the embedded corpus
+
+
+def test_embedded_corpus_is_large_and_deterministic(tmp_path):
+    docs = demo_corpus_documents()
+    joined = "\0".join(docs)
+    assert len(joined) >= 500_000 and len(docs) == len(set(docs)) and all(docs)
+    digest = hashlib.sha256(joined.encode()).hexdigest()
+    # A fresh interpreter, other hash seed, none of the libraries loaded here (no torch: fast).
+    code = (
+        f"import hashlib, runpy; d = runpy.run_path({text.__file__.replace('text.py', 'corpus.py')!r})"
+        "['demo_corpus_documents']; print(hashlib.sha256(chr(0).join(d()).encode()).hexdigest())"
+    )
+    env = {"PYTHONHASHSEED": "7"}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == digest
+    dm = make_dm(tmp_path, {"name": "demo", "format": "embedded", "data_dir": None}, block_size=64)
+    dm.setup()
+    assert dm.num_train_tokens > 200_000 and dm.num_val_tokens > 20_000
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.data
+def test_tinyshakespeare(shared_data, tmp_path):
+    task = {
+        "name": "tinyshakespeare",
+        "format": "text",
+        "data_dir": str(shared_data / "tinyshakespeare"),
+        "files": {"train": "input.txt"},
+    }
+    dm = TextDataModule(task, block_size=256, batch_size=4, cache_dir=str(tmp_path))
+    dm.setup()
+    # nanoGPT's character split gives 301,966 + 36,059; ours splits tokens, plus one EOT.
+    assert dm.num_train_tokens + dm.num_val_tokens == 338_026
+    assert dm.num_val_tokens == math.ceil(0.1 * 338_026)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 256) and torch.equal(x[:, 1:], y[:, :-1])
+    assert get_tokenizer().decode(dm.val_dataloader().dataset[0][0].tolist())
