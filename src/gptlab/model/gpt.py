@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptlab.model.loss import linear_cross_entropy
+
 NORMS = ("pre", "post")
 ATTENTIONS = ("dense", "alternating")
 
@@ -310,4 +312,4 @@ class GPT(nn.Module):
         keep = targets != ignore_index
         if not bool(keep.all()):
             hidden, targets = hidden[keep], targets[keep]
-        return F.cross_entropy(self.logits(hidden).float(), targets)
+        return linear_cross_entropy(hidden, self.wte.weight, targets)

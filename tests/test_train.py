@@ -1,0 +1,148 @@
+"""End-to-end LM pre-training through the Hydra config: run dir, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException, MissingConfigException
+
+from gptlab.cli.train import build_all, gradient_accumulation, resolve_ckpt_path, train
+from gptlab.resources import config_dir
+
+
+def make_cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                "debug=fast",
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *overrides,
+            ],
+        )
+
+
+def test_pretraining_run_writes_checkpoints_results_and_logs(tmp_path: Path) -> None:
+    metrics = train(make_cfg(tmp_path, "seed=7"))
+    run = tmp_path / "run"
+    assert metrics["val/ppl"] == pytest.approx(torch.exp(torch.tensor(metrics["val/loss"])).item(), rel=1e-5)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert {r["metric"] for r in rows} == {"loss", "ppl"}
+    assert all(r["task"] == "demo_corpus" and r["regime"] == "pretrain" and r["seed"] == 7 for r in rows)
+    assert all(r["model"] == "gpt-nano" and r["split"] == "validation" for r in rows)
+    with open(run / "csv" / "version_0" / "metrics.csv") as f:
+        logged = list(csv.DictReader(f))
+    columns = set(logged[0])
+    assert {"train/loss", "val/loss", "val/ppl", "perf/tokens_per_sec", "perf/mfu"} <= columns
+    assert any(name.startswith("lr-") for name in columns)
+    mfu = [float(r["perf/mfu"]) for r in logged if r.get("perf/mfu")]
+    assert mfu and all(0 < m < 1 for m in mfu)
+
+
+class StopAfter(pl.Callback):
+    """Ends a fit after ``step`` optimizer steps, as an interruption would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def fit(cfg, ckpt_path: str | None = None, stop_after: int | None = None):
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build_all(cfg)
+    if stop_after is not None:
+        trainer.callbacks.append(StopAfter(stop_after))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_resumed_run_ends_with_the_weights_of_a_straight_run(tmp_path: Path) -> None:
+    common = (
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        "regime.global_batch_size=4",
+        "regime.batch_size=2",  # two micro-batches per step: accumulation is resumed too
+        "trainer.deterministic=true",
+    )
+    straight, _ = fit(make_cfg(tmp_path / "a", *common))
+    cfg_b = make_cfg(tmp_path / "b", *common)
+    interrupted, trainer = fit(cfg_b, stop_after=3)
+    assert trainer.global_step == 3
+    last = resolve_ckpt_path("last", Path(cfg_b.paths.output_dir))
+    resumed, trainer = fit(make_cfg(tmp_path / "b", *common), ckpt_path=last)
+    assert trainer.global_step == 6
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_gradient_accumulation_keeps_the_global_batch() -> None:
+    assert gradient_accumulation(32, 8, 2) == 2
+    with pytest.raises(ValueError, match="global_batch_size=30"):
+        gradient_accumulation(30, 8, 2)
+
+
+def test_unknown_group_option_lists_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises(MissingConfigException) as err:
+        make_cfg(tmp_path, "model=gpt-5")
+    assert "gpt-nano" in str(err.value) and "gpt2-xl" in str(err.value)
+
+
+def test_block_size_beyond_the_context_is_refused_before_training(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "regime.block_size=512")
+    with pytest.raises(ValueError, match="regime.block_size=512 is larger than the context of model=gpt-nano"):
+        build_all(cfg)
+
+
+def test_missing_data_path_names_the_path_and_format(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "task=tinyshakespeare", f"paths.data_dir={tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError) as err:
+        train(cfg)
+    assert str(tmp_path / "nowhere" / "tinyshakespeare") in str(err.value)
+    assert "text" in str(err.value)
+
+
+def test_missing_checkpoint_to_resume_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="ckpt_path=last"):
+        resolve_ckpt_path("last", tmp_path)
+
+
+def test_init_from_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path / "nano"))
+    ckpt = tmp_path / "nano" / "run" / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(tmp_path / "micro", "model=gpt-micro", f"model.init_from={ckpt}")
+    # Hydra wraps the builder's ValueError; its message reaches the user unchanged.
+    with pytest.raises(InstantiationException, match=r"tensor 'wte.weight' has shape \(50304, 48\) in the checkpoint but \(50304, 128\) in model 'gpt-micro'"):
+        build_all(cfg)
+
+
+def test_real_text_pretrains_from_shared_data(tmp_path: Path, shared_data: Path) -> None:
+    metrics = train(make_cfg(tmp_path, "task=tinyshakespeare", f"paths.data_dir={shared_data}"))
+    assert 0 < metrics["val/loss"] < 11.0
+
+
+def test_console_script_runs_the_hydra_app(tmp_path: Path) -> None:
+    env = {**os.environ, "GPTLAB_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gptlab", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "val/ppl=" in result.stdout
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "run" / "results.jsonl").is_file()
