@@ -136,6 +136,15 @@ def test_real_text_pretrains_from_shared_data(tmp_path: Path, shared_data: Path)
     assert 0 < metrics["val/loss"] < 11.0
 
 
+def test_tensorboard_and_offline_wandb_loggers_record_the_run(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path, "logger=many"))
+    run = tmp_path / "run"
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    assert (run / "csv" / "version_0" / "metrics.csv").is_file()
+
+
 def test_console_script_runs_the_hydra_app(tmp_path: Path) -> None:
     env = {**os.environ, "GPTLAB_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
 
 log = logging.getLogger("gptlab")
+
+# The DataModules restore their own stream position, so Lightning's mid-epoch resume warning
+# ("dataloader is not resumable") does not apply to gptlab runs.
+warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
