@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -55,7 +56,7 @@ def demo_corpus_documents() -> list[str]:
     def add(title: str | None, doc: str | None) -> None:
         if not isinstance(doc, str):
             return
-        text = inspect.cleandoc(doc)
+        text = _plain(inspect.cleandoc(doc))
         if len(text) < MIN_DOC_CHARS or text in seen:
             return
         seen.add(text)
@@ -74,6 +75,13 @@ def demo_corpus_documents() -> list[str]:
             for title, doc in _module_docstrings(module):
                 add(title, doc)
     return documents
+
+
+def _plain(text: str) -> str:
+    """Prose layout: no indentation or runs of spaces (reST code blocks and tables are full of
+    them, and a small model trained on them mostly learns to emit whitespace)."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _module_docstrings(module: ModuleType) -> Iterator[tuple[str, str | None]]:
