@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The demo owns runs/demo: each `make demo` starts it afresh.
 demo: $(STAMP)
+	rm -rf runs/demo
 	$(OFFLINE) $(VENV)/bin/gptlab experiment=demo hydra.run.dir=runs/demo
 
 test: $(STAMP)
