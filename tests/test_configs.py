@@ -46,3 +46,16 @@ def test_gpu_precision_falls_back_to_fp16_without_bf16() -> None:
     assert mixed_precision() in ("bf16-mixed", "16-mixed")
     cfg = compose_with("hardware=gpu")
     assert cfg.trainer.precision == mixed_precision()
+
+
+def test_slurm_profile_drives_the_submitit_launcher() -> None:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["hardware=slurm", "hardware.nodes=4", "hardware.partition=gpu", "paths.output_dir=unused"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert "submitit" in launcher._target_.lower()
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.partition) == (4, 8, "gpu")
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (4, 8)
