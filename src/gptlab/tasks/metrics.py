@@ -1,0 +1,156 @@
+"""Task metrics as torchmetrics objects, so their states sync across DDP ranks.
+
+GLUE conventions: CoLA reports ``mcc``, STS-B ``pearson`` and ``spearman``, MRPC/QQP ``acc`` and
+``f1`` (binary F1 of the positive class, label 1), the others ``acc``; multiple choice ``acc``.
+NER reports entity-level ``precision``/``recall``/``f1`` with spans read as ``seqeval`` reads them
+in its default (conlleval-compatible) mode, which accepts IOB1 and IOB2 tags alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef
+from torchmetrics.metric import Metric
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from gptlab.tasks.spec import TaskSpec
+
+IGNORE_INDEX = -100
+
+
+class Accuracy(Metric):
+    """Fraction of predictions equal to their target.
+
+    Needs no class count, so one metric serves classification and multiple choice with any
+    number of answers.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.correct += (preds == target).sum()
+        self.total += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total
+
+
+def parse_tag(tag: str) -> tuple[str, str]:
+    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", "_")``, as seqeval splits tags."""
+    return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def _chunk_ends(prev: str, tag: str, prev_type: str, type_: str) -> bool:
+    return (
+        prev in ("E", "S")
+        or (prev in ("B", "I") and tag in ("B", "S", "O"))
+        or (prev != "O" and prev_type != type_)
+    )
+
+
+def _chunk_starts(prev: str, tag: str, prev_type: str, type_: str) -> bool:
+    return (
+        tag in ("B", "S")
+        or (prev in ("E", "S", "O") and tag in ("E", "I"))
+        or (tag != "O" and prev_type != type_)
+    )
+
+
+def entities(tags: Sequence[tuple[str, str]]) -> set[tuple[str, int, int]]:
+    """(type, first, last) word spans of one sentence's parsed tags, by seqeval's default rules.
+
+    So an ``I-`` after ``O`` or after another type opens a chunk (IOB1), and ``B-`` always does.
+    """
+    spans = set()
+    prev, prev_type, begin = "O", "", 0
+    for i, (tag, type_) in enumerate([*tags, ("O", "_")]):
+        if _chunk_ends(prev, tag, prev_type, type_):
+            spans.add((prev_type, begin, i - 1))
+        if _chunk_starts(prev, tag, prev_type, type_):
+            begin = i
+        prev, prev_type = tag, type_
+    return spans
+
+
+class EntityScore(Metric):
+    """Entity-level (micro) precision, recall or F1 over word-level tag ids.
+
+    ``update(preds, target)`` takes (B, W) tag ids; words whose target is -100 are padding and
+    dropped. The state is three counts, so ranks sync by summing them. Precision, recall and F1
+    built from the same ``labels`` share their state inside a ``MetricCollection``.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    SCORES = ("precision", "recall", "f1")
+
+    def __init__(self, labels: Sequence[str], score: str = "f1", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if score not in self.SCORES:
+            raise ValueError(f"EntityScore: score={score!r}; valid: {', '.join(self.SCORES)}")
+        self.tags = [parse_tag(label) for label in labels]
+        self.score = score
+        for name in ("true_positives", "predicted", "gold"):
+            self.add_state(name, torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        for pred_row, gold_row in zip(preds.tolist(), target.tolist()):
+            words = [(p, g) for p, g in zip(pred_row, gold_row) if g != IGNORE_INDEX]
+            predicted = entities([self.tags[p] for p, _ in words])
+            gold = entities([self.tags[g] for _, g in words])
+            self.true_positives += len(predicted & gold)
+            self.predicted += len(predicted)
+            self.gold += len(gold)
+
+    def compute(self) -> torch.Tensor:
+        # seqeval's zero_division default: an undefined ratio counts as 0.
+        tp = self.true_positives.float()
+        precision = tp / self.predicted if self.predicted else tp.new_zeros(())
+        recall = tp / self.gold if self.gold else tp.new_zeros(())
+        if self.score == "precision":
+            return precision
+        if self.score == "recall":
+            return recall
+        total = precision + recall
+        return 2 * precision * recall / total if total else total
+
+
+def _labels(spec: TaskSpec) -> list[str]:
+    if spec.labels is None:
+        raise ValueError(f"task {spec.name!r}: NER metrics need the tag names (labels)")
+    return list(spec.labels)
+
+
+MetricFactory = Callable[[TaskSpec], Metric]
+
+CLASS_METRICS: dict[str, MetricFactory] = {
+    "acc": lambda spec: Accuracy(),
+    "f1": lambda spec: BinaryF1Score(),
+    "mcc": lambda spec: MatthewsCorrCoef(task="multiclass", num_classes=spec.num_labels),
+    "pearson": lambda spec: PearsonCorrCoef(),
+    "spearman": lambda spec: SpearmanCorrCoef(),
+}
+NER_METRICS: dict[str, MetricFactory] = {
+    score: (lambda spec, score=score: EntityScore(_labels(spec), score)) for score in EntityScore.SCORES
+}
+
+
+def build_metrics(spec: TaskSpec) -> MetricCollection:
+    """The metrics named in ``spec.metrics``, keyed by those names; ``update(preds, target)``."""
+    factories = NER_METRICS if spec.kind == "ner" else CLASS_METRICS
+    unknown = [name for name in spec.metrics if name not in factories]
+    if unknown:
+        raise ValueError(
+            f"task {spec.name!r}: unknown metric(s) {unknown} for kind {spec.kind!r}; "
+            f"valid names: {', '.join(factories)}"
+        )
+    return MetricCollection({name: factories[name](spec) for name in spec.metrics})
