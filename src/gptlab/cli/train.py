@@ -96,20 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
     if trainer.is_global_zero:
-        rows = [
-            ResultRow(
-                task=cfg.task.name,
-                split="validation",
-                metric=name.split("/", 1)[1],
-                value=value,
-                regime=cfg.regime.name,
-                model=cfg.model.name,
-                init=cfg.model.get("init_from"),
-                seed=cfg.seed,
-            )
-            for name, value in metrics.items()
-            if name.startswith("val/")
-        ]
+        rows = result_rows(cfg, metrics, datamodule, trainer)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
@@ -118,6 +105,51 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.sample.num_samples > 0:
             print_samples(module.model, cfg.sample)
     return metrics
+
+
+def eval_split_sizes(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> dict[str, int | None]:
+    """Eval split name -> examples in it (None when its dataset has no length), in loader order.
+
+    A DataModule without ``eval_splits`` (pre-training) has one split, ``validation``.
+    """
+    names = list(getattr(datamodule, "eval_splits", None) or ["validation"])
+    loaders = trainer.val_dataloaders
+    loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+    loaders += [None] * (len(names) - len(loaders))
+    return {
+        name: len(loader.dataset) if hasattr(getattr(loader, "dataset", None), "__len__") else None
+        for name, loader in zip(names, loaders)
+    }
+
+
+def result_rows(
+    cfg: DictConfig, metrics: dict[str, float], datamodule: pl.LightningDataModule, trainer: pl.Trainer
+) -> list[ResultRow]:
+    """One row per logged ``val/<metric>`` (first eval split) or ``val/<split>/<metric>``."""
+    splits = eval_split_sizes(datamodule, trainer)
+    first = next(iter(splits))
+    rows = []
+    for name, value in metrics.items():
+        if not name.startswith("val/"):
+            continue
+        split, sep, metric = name[len("val/"):].partition("/")
+        if not sep or split not in splits:
+            split, metric = first, name[len("val/"):]
+        rows.append(
+            ResultRow(
+                task=cfg.task.name,
+                split=split,
+                metric=metric,
+                value=value,
+                regime=cfg.regime.name,
+                model=cfg.model.name,
+                init=cfg.model.get("init_from") or "scratch",
+                seed=cfg.seed,
+                n_train_examples=getattr(datamodule, "num_train_examples", None),
+                n_eval=splits.get(split),
+            )
+        )
+    return rows
 
 
 def print_samples(model: Any, sample_cfg: DictConfig) -> None:

@@ -1,0 +1,178 @@
+"""Supervised fine-tuning (GPT-1 section 3.2-3.3) as a LightningModule.
+
+The objective is the task loss plus ``lm_lambda`` times the language-modelling loss on the task
+text, which the paper found improves generalisation and speeds convergence. Batches follow the
+contract of ``gptlab.data.labeled``: ``input_ids`` (B, S, T) with S sequences per example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from gptlab.lit.lm import param_groups
+from gptlab.lit.throughput import flops_per_token
+from gptlab.model.checkpoint import CONFIG_KEY
+from gptlab.model.gpt import GPT
+from gptlab.model.heads import HEAD_KINDS, TaskHead
+from gptlab.tasks.metrics import IGNORE_INDEX, build_metrics
+from gptlab.tasks.spec import TaskSpec
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then linear decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def per_word(values: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """Token-level ``values`` (B, T) moved to word slots (B, W) via ``word_index``; -100 pads.
+
+    ``word_index`` is the word number at each word's first sub-token and -1 elsewhere, so only
+    the first sub-token of each word speaks for it (the GPT-1/BERT NER convention).
+    """
+    starts = word_index >= 0
+    rows = torch.arange(values.size(0), device=values.device)[:, None].expand_as(word_index)
+    out = values.new_full((values.size(0), int(word_index.max()) + 1), IGNORE_INDEX)
+    out[rows[starts], word_index[starts]] = values[starts]
+    return out
+
+
+class FinetuneModule(pl.LightningModule):
+    """Backbone ``model`` plus a task head, trained on task loss + ``lm_lambda`` × LM loss.
+
+    The head is built in ``setup`` from the DataModule's ``spec``, whose labels may be read from
+    the training data. Validation keeps one metric collection per eval split and logs
+    ``val/<metric>`` (one split) or ``val/<split>/<metric>`` (several, e.g. MNLI matched and
+    mismatched). ``val/loss`` is the task loss on the first eval split, the one model selection
+    follows; other splits log theirs as ``val/<split>/loss``.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        task: Mapping[str, Any],
+        lm_lambda: float = 0.5,
+        lr: float = 6.25e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.002,
+        classifier_dropout: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        kind = TaskSpec.from_config(task).kind
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"fine-tuning runs tasks of kind {', '.join(HEAD_KINDS)}; task kind is {kind!r}")
+        if lm_lambda < 0:
+            raise ValueError(f"lm_lambda={lm_lambda} must be >= 0")
+        if lr <= 0:
+            raise ValueError(f"lr={lr} must be positive")
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio={warmup_ratio} must be in [0, 1)")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.head: TaskHead | None = None
+        self.eval_splits: list[str] = []
+        self.val_metrics = nn.ModuleList()
+        self.val_losses = nn.ModuleList()
+        self.flops_per_token = 0.0
+
+    def setup(self, stage: str) -> None:
+        if self.head is not None:  # fit then validate: keep the trained head
+            return
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "spec"):
+            raise ValueError(
+                "FinetuneModule needs a DataModule that exposes the task `spec` and `eval_splits` "
+                "(gptlab.data.labeled.LabeledDataModule)"
+            )
+        self.configure_task(datamodule.spec, list(datamodule.eval_splits))
+        seq_len = getattr(datamodule, "block_size", self.model.config.block_size)
+        self.flops_per_token = flops_per_token(self.model.config, seq_len, self.model.num_params())
+
+    def configure_task(self, spec: TaskSpec, eval_splits: list[str]) -> None:
+        """Build the head and the per-split validation metrics for ``spec`` (labels resolved)."""
+        num_labels = 1 if spec.kind == "multiple_choice" else spec.num_labels
+        self.head = TaskHead(
+            spec.kind, self.model.config.n_embd, num_labels, self.hparams.classifier_dropout, spec.regression
+        )
+        self.eval_splits = eval_splits
+        self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
+        self.val_losses = nn.ModuleList(MeanMetric() for _ in eval_splits)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task scores, backbone hidden states (B, S, T, C)) for one batch."""
+        ids = batch["input_ids"]
+        B, S, T = ids.shape
+        hidden = self.model.hidden_states(ids.view(B * S, T), batch["attention_mask"].view(B * S, T))
+        hidden = hidden.view(B, S, T, -1)
+        return self.head(hidden, batch["extract_index"], batch["sequence_mask"]), hidden
+
+    @staticmethod
+    def tokens_per_batch(batch: Batch) -> int:
+        return batch["input_ids"].numel()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        scores, hidden = self(batch)
+        task_loss = self.head.loss(scores, batch["labels"])
+        logs = {"train/task_loss": task_loss}
+        loss = task_loss
+        if self.hparams.lm_lambda > 0:  # λ = 0 skips the LM head, the costliest matmul here
+            lm_loss = self.model.lm_loss(hidden, batch["lm_targets"])
+            loss = task_loss + self.hparams.lm_lambda * lm_loss
+            logs["train/lm_loss"] = lm_loss
+        self.log_dict(logs, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        scores, _ = self(batch)
+        labels = batch["labels"]
+        loss = self.head.loss(scores, labels)
+        preds = self.head.predict(scores)
+        if self.head.kind == "ner":
+            # the loss is a mean over labelled tokens, so weight it by their count
+            self.val_losses[dataloader_idx].update(loss, weight=(labels != IGNORE_INDEX).sum())
+            preds, labels = per_word(preds, batch["word_index"]), per_word(labels, batch["word_index"])
+        else:
+            self.val_losses[dataloader_idx].update(loss, weight=labels.size(0))
+            if self.head.regression:
+                preds, labels = preds.float(), labels.float()
+        self.val_metrics[dataloader_idx].update(preds, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        several = len(self.eval_splits) > 1
+        logs = {}
+        for i, split in enumerate(self.eval_splits):
+            prefix = f"val/{split}/" if several else "val/"
+            logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
+            logs["val/loss" if i == 0 else f"{prefix}loss"] = self.val_losses[i].compute()
+            self.val_metrics[i].reset()
+            self.val_losses[i].reset()
+        self.log_dict(logs, prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            param_groups(self, hp.weight_decay),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+            fused=self.device.type == "cuda",
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(hp.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.model.config.to_dict()

@@ -1,0 +1,207 @@
+"""Fine-tuning: the objective, the schedule, per-split validation, results rows, checkpoints.
+
+Synthetic batches follow the contract of ``gptlab.data.labeled`` (see ``make_batch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from gptlab.cli.train import result_rows
+from gptlab.lit.finetune import FinetuneModule, per_word, warmup_linear
+from gptlab.model.checkpoint import load_gpt_checkpoint
+from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.tasks.spec import TaskSpec
+
+V, T = 64, 12
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+SPECS = {
+    spec.kind: spec
+    for spec in (
+        TaskSpec(name="syn_topic", kind="classification", format="demo", labels=["a", "b", "c"], metrics=["acc", "mcc"]),
+        TaskSpec(name="syn_rte", kind="entailment", format="demo", labels=["yes", "no"], metrics=["acc", "f1"]),
+        TaskSpec(name="syn_sts", kind="similarity", format="demo", regression=True, metrics=["pearson", "spearman"]),
+        TaskSpec(name="syn_mc", kind="multiple_choice", format="demo", metrics=["acc"]),
+        TaskSpec(name="syn_ner", kind="ner", format="demo", labels=TAGS, metrics=["precision", "recall", "f1"]),
+    )
+}
+
+
+def tiny_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=V))
+
+
+def make_batch(spec: TaskSpec, B: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A right-padded batch of the contract: S sequences per example, [extract] last."""
+    g = torch.Generator().manual_seed(seed)
+    S = {"similarity": 2, "multiple_choice": 3}.get(spec.kind, 1)
+    lengths = torch.randint(T // 2, T + 1, (B, S), generator=g)
+    sequence_mask = torch.ones(B, S, dtype=torch.bool)
+    if spec.kind == "multiple_choice":
+        sequence_mask[0, -1] = False  # example 0 has two answers, its third slot is padding
+        lengths[0, -1] = 0
+    attention_mask = (torch.arange(T) < lengths[..., None]).long()
+    input_ids = torch.randint(0, V, (B, S, T), generator=g) * attention_mask
+    lm_targets = torch.full((B, S, T), -100)
+    lm_targets[..., :-1] = input_ids[..., 1:].masked_fill(attention_mask[..., 1:] == 0, -100)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "extract_index": (lengths - 1).clamp(min=0),
+        "sequence_mask": sequence_mask,
+        "lm_targets": lm_targets,
+    }
+    if spec.kind == "ner":
+        starts = (torch.rand(B, T, generator=g) < 0.6) & (attention_mask[:, 0] == 1)
+        batch["word_index"] = torch.where(starts, starts.long().cumsum(1) - 1, -1)
+        tags = torch.randint(0, len(TAGS), (B, T), generator=g)
+        batch["labels"] = torch.where(starts, tags, -100)
+    elif spec.kind == "multiple_choice":
+        batch["labels"] = torch.randint(0, 2, (B,), generator=g)
+    elif spec.regression:
+        batch["labels"] = torch.rand(B, generator=g) * 5
+    else:
+        batch["labels"] = torch.randint(0, spec.num_labels, (B,), generator=g)
+    return batch
+
+
+class SyntheticTask(pl.LightningDataModule):
+    """The attributes FinetuneModule reads from gptlab's LabeledDataModule, on synthetic batches."""
+
+    def __init__(self, spec: TaskSpec, eval_splits: list[str], train_batches: int = 4) -> None:
+        super().__init__()
+        self.spec, self.eval_splits = spec, eval_splits
+        self.train = [make_batch(spec, seed=i) for i in range(train_batches)]
+        self.num_train_examples = 4 * train_batches
+        self.block_size = T
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=None)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [
+            DataLoader([make_batch(self.spec, seed=100 + 10 * i + j) for j in range(2 + i)], batch_size=None)
+            for i, _ in enumerate(self.eval_splits)
+        ]
+
+
+# Steps called without a Trainer: Lightning warns that self.log has nowhere to go.
+no_trainer = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+
+def module_for(spec: TaskSpec, **kwargs) -> FinetuneModule:
+    module = FinetuneModule(tiny_gpt(), asdict(spec), **kwargs)
+    module.configure_task(spec, ["validation"])
+    return module.eval()  # no dropout, so two passes over a batch agree
+
+
+def fit(module: FinetuneModule, data: SyntheticTask, tmp_path: Path, steps: int = 3) -> pl.Trainer:
+    """One epoch of ``steps`` batches, validated at its end."""
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=steps, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
+@no_trainer
+@pytest.mark.parametrize("lm_lambda", [0.5, 2.0])
+def test_loss_is_task_loss_plus_lambda_times_lm_loss(lm_lambda: float) -> None:
+    spec = SPECS["entailment"]
+    module, batch = module_for(spec, lm_lambda=lm_lambda), make_batch(spec)
+    loss = module.training_step(batch, 0)
+    scores, hidden = module(batch)
+    task = module.head.loss(scores, batch["labels"])
+    lm = module.model.lm_loss(hidden, batch["lm_targets"])
+    assert torch.equal(loss, task + lm_lambda * lm)
+    assert lm > 0 and task > 0
+
+
+@no_trainer
+def test_lm_lambda_zero_skips_the_lm_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPECS["classification"]
+    module, batch = module_for(spec, lm_lambda=0.0), make_batch(spec)
+
+    def no_lm_head(*args, **kwargs):
+        raise AssertionError("lm_loss called with lm_lambda=0")
+
+    monkeypatch.setattr(module.model, "lm_loss", no_lm_head)
+    loss = module.training_step(batch, 0)
+    scores, _ = module(batch)
+    assert torch.equal(loss, module.head.loss(scores, batch["labels"]))
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_each_kind_trains_and_validates_its_metrics(kind: str, tmp_path: Path) -> None:
+    spec = SPECS[kind]
+    module = FinetuneModule(tiny_gpt(), asdict(spec), lr=1e-3)
+    trainer = fit(module, SyntheticTask(spec, ["validation"]), tmp_path)
+    logged = trainer.logged_metrics
+    assert {"train/loss", "train/task_loss", "train/lm_loss"} <= logged.keys()
+    assert {f"val/{m}" for m in spec.metrics} | {"val/loss"} == {k for k in logged if k.startswith("val/")}
+    assert all(torch.isfinite(v) for v in logged.values())
+    # linear decay reaches 0 at the last of the estimated steps
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == [0.0, 0.0]
+
+
+def test_several_eval_splits_log_and_record_each_split(tmp_path: Path) -> None:
+    spec = SPECS["classification"]
+    splits = ["validation_matched", "validation_mismatched"]
+    data = SyntheticTask(spec, splits)
+    module = FinetuneModule(tiny_gpt(), asdict(spec))
+    trainer = fit(module, data, tmp_path, steps=1)
+    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=data, verbose=False)[0].items()}
+    assert set(metrics) == {
+        "val/loss",
+        "val/validation_matched/acc",
+        "val/validation_matched/mcc",
+        "val/validation_mismatched/loss",
+        "val/validation_mismatched/acc",
+        "val/validation_mismatched/mcc",
+    }
+    cfg = OmegaConf.create(
+        {"task": {"name": spec.name}, "regime": {"name": "finetune"}, "model": {"name": "tiny", "init_from": None}, "seed": 3}
+    )
+    rows = {(r.split, r.metric): r for r in result_rows(cfg, metrics, data, trainer)}
+    assert set(rows) == {(s, m) for s in splits for m in ("loss", "acc", "mcc")}
+    assert rows["validation_matched", "loss"].value == metrics["val/loss"]
+    assert rows["validation_mismatched", "acc"].value == metrics["val/validation_mismatched/acc"]
+    assert {r.n_eval for r in rows.values() if r.split == "validation_mismatched"} == {3}  # its loader's length
+    row = rows["validation_matched", "acc"]
+    assert (row.init, row.seed, row.n_train_examples, row.regime) == ("scratch", 3, 16, "finetune")
+
+
+def test_ner_predictions_are_read_at_each_words_first_sub_token() -> None:
+    values = torch.tensor([[7, 8, 9, 4, 5], [1, 2, 3, 0, 0]])
+    word_index = torch.tensor([[0, -1, 1, -1, 2], [0, 1, -1, -1, -1]])
+    assert per_word(values, word_index).tolist() == [[7, 9, 5], [1, 2, -100]]
+
+
+def test_warmup_then_linear_decay_to_zero() -> None:
+    factors = [warmup_linear(step, 2, 10) for step in range(11)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert factors[2:] == pytest.approx([(10 - s) / 8 for s in range(2, 11)])
+
+
+def test_a_fine_tuned_checkpoint_seeds_another_run(tmp_path: Path) -> None:
+    spec = SPECS["ner"]
+    module = FinetuneModule(tiny_gpt(), asdict(spec))
+    trainer = fit(module, SyntheticTask(spec, ["validation"]), tmp_path, steps=1)
+    trainer.save_checkpoint(tmp_path / "ft.ckpt")
+    backbone = load_gpt_checkpoint(tmp_path / "ft.ckpt")
+    for name, tensor in module.model.state_dict().items():
+        assert torch.equal(backbone.state_dict()[name], tensor), name
+
+
+def test_only_labelled_task_kinds_are_fine_tuned() -> None:
+    with pytest.raises(ValueError, match="task kind is 'lm'"):
+        FinetuneModule(tiny_gpt(), {"name": "corpus", "kind": "lm", "format": "text"})
