@@ -1,0 +1,371 @@
+"""Labelled-task batches for fine-tuning (GPT-1): task spec -> normalised examples (``formats.py``)
+-> GPT-1 input transformations (``transforms.py``) -> dynamically padded, length-bucketed batches.
+
+**Batch** (the contract with the fine-tuning LightningModule). ``B`` examples, ``S`` sequences per
+example (1 for classification, entailment and ner; 2 for similarity, both orderings; the most
+answers of any example in the batch for multiple choice), ``T`` the longest sequence in the batch:
+
+==================  ===============  =============================================================
+key                 tensor           meaning
+==================  ===============  =============================================================
+``input_ids``       long (B, S, T)   ``[start] ... [extract]``, right-padded with ``PAD_ID``
+``attention_mask``  long (B, S, T)   1 on real tokens, 0 on padding
+``extract_index``   long (B, S)      position of ``[extract]`` in each sequence (0 in a padded slot)
+``sequence_mask``   bool (B, S)      False for the padded answer slots of a multiple-choice batch
+``lm_targets``      long (B, S, T)   next-token targets for the auxiliary LM loss: token ``t + 1``
+                                     at position ``t`` (text, ``[delim]`` or ``[extract]``); -100 at
+                                     the last token and on padding
+``labels``          long (B,)        class index (multiple choice: the right answer's index)
+                    float (B,)       regression tasks (``spec.regression``)
+                    long (B, T)      ner: the tag of each word on its first sub-token, else -100
+``word_index``      long (B, T)      ner only: the word whose first sub-token is at ``t``, else -1
+==================  ===============  =============================================================
+
+**Order.** Training shuffles with a generator seeded by ``(seed, epoch)``, cuts the permutation
+into chunks of ``bucket_size`` batches, sorts each chunk by length, cuts it into batches and
+shuffles the batch order: batches of similar lengths (little padding) in random order, every
+example once per epoch. Evaluation runs longest first (an out-of-memory batch shows at once),
+without shuffling.
+
+**Distributed.** The trainer runs with ``use_distributed_sampler=False``; this module shards by
+``trainer.global_rank``/``world_size`` itself. Training deals the epoch's batches round-robin,
+repeating the first few so every rank gets the same number (DDP waits for all ranks at every
+step). Evaluation deals the length-sorted examples round-robin: every example is scored exactly
+once, and ranks may differ by one batch, so per-step collectives (``self.log(sync_dist=True)`` in
+``validation_step``) must be avoided; torchmetrics sync at epoch end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gptlab.data import transforms
+from gptlab.data.tokenizer import PAD_ID, get_tokenizer
+from gptlab.data.transforms import IGNORE_INDEX, Transformed
+from gptlab.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- examples -> token ids
+
+
+def _check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any]]) -> None:
+    """Fail early, naming the example, on a label the head cannot take (e.g. GLUE's unlabelled -1)."""
+    for i, ex in enumerate(examples):
+        if spec.kind == "ner":
+            bad = [t for t in ex["tags"] if not 0 <= t < spec.num_labels]
+            if bad or len(ex["tags"]) != len(ex["tokens"]):
+                raise ValueError(
+                    f"task {spec.name!r}: {split} example {i} has tags {ex['tags']} for {len(ex['tokens'])} "
+                    f"words; expected one tag in [0, {spec.num_labels}) per word"
+                )
+            continue
+        label = ex["label"]
+        if spec.regression:
+            ok, expected = isinstance(label, Real) and math.isfinite(label), "a finite number"
+        elif spec.kind == "multiple_choice":
+            n = len(ex["choices"])
+            ok, expected = isinstance(label, Integral) and 0 <= label < n, f"an answer index in [0, {n})"
+        else:
+            ok = isinstance(label, Integral) and 0 <= label < spec.num_labels
+            expected = f"a class index in [0, {spec.num_labels})"
+        if not ok:
+            raise ValueError(
+                f"task {spec.name!r}: {split} example {i} has label {label!r}; expected {expected}"
+            )
+
+
+def _regroup(flat: list[list[int]], counts: Sequence[int]) -> list[list[list[int]]]:
+    """``flat`` cut back into consecutive groups of ``counts[i]`` items."""
+    ends = np.cumsum(counts).tolist()
+    return [flat[end - n : end] for n, end in zip(counts, ends)]
+
+
+def transform_examples(
+    spec: TaskSpec, examples: Sequence[Mapping[str, Any]], block_size: int
+) -> list[Transformed]:
+    """Normalised examples of ``spec.kind`` (see ``gptlab.tasks.spec``) as GPT-1 token sequences."""
+    # One batched call per field: tiktoken encodes a batch on several threads.
+    encode = get_tokenizer().encode_ordinary_batch
+    kind = spec.kind
+    label = float if spec.regression else int
+    if kind == "classification":
+        texts = encode([ex["text"] for ex in examples])
+        return [
+            transforms.classification(t, label(ex["label"]), block_size) for t, ex in zip(texts, examples)
+        ]
+    if kind in ("entailment", "similarity"):
+        pair = transforms.entailment if kind == "entailment" else transforms.similarity
+        texts_a = encode([ex["text_a"] for ex in examples])
+        texts_b = encode([ex["text_b"] for ex in examples])
+        return [pair(a, b, label(ex["label"]), block_size) for a, b, ex in zip(texts_a, texts_b, examples)]
+    if kind == "multiple_choice":
+        contexts = encode([ex["context"] for ex in examples])
+        answers = _regroup(
+            encode([c for ex in examples for c in ex["choices"]]), [len(ex["choices"]) for ex in examples]
+        )
+        return [
+            transforms.multiple_choice(c, a, int(ex["label"]), block_size)
+            for c, a, ex in zip(contexts, answers, examples)
+        ]
+    if kind == "ner":
+        words = _regroup(
+            encode([w for ex in examples for w in transforms.spaced_words(ex["tokens"])]),
+            [len(ex["tokens"]) for ex in examples],
+        )
+        return [transforms.ner(w, ex["tags"], block_size) for w, ex in zip(words, examples)]
+    raise ValueError(
+        f"task {spec.name!r}: kind {kind!r} has no labelled batches (lm tasks use TextDataModule)"
+    )
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class Collator:
+    """``Transformed`` examples -> one padded batch dict (see the module doc)."""
+
+    def __init__(self, kind: str, regression: bool = False) -> None:
+        self.kind, self.regression = kind, regression
+
+    def __call__(self, examples: Sequence[Transformed]) -> dict[str, torch.Tensor]:
+        b = len(examples)
+        s = max(len(ex.sequences) for ex in examples)
+        t = max(ex.max_length for ex in examples)
+        input_ids = np.full((b, s, t), PAD_ID, dtype=np.int64)
+        attention_mask = np.zeros((b, s, t), dtype=np.int64)
+        lm_targets = np.full((b, s, t), IGNORE_INDEX, dtype=np.int64)
+        extract_index = np.zeros((b, s), dtype=np.int64)
+        sequence_mask = np.zeros((b, s), dtype=bool)
+        for i, ex in enumerate(examples):
+            for j, seq in enumerate(ex.sequences):
+                n = len(seq)
+                input_ids[i, j, :n] = seq
+                attention_mask[i, j, :n] = 1
+                # [start] is never a target and the last token ([extract]) has no next token.
+                lm_targets[i, j, : n - 1] = seq[1:]
+                extract_index[i, j] = ex.extract_index[j]
+                sequence_mask[i, j] = True
+        batch = {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "extract_index": torch.from_numpy(extract_index),
+            "sequence_mask": torch.from_numpy(sequence_mask),
+            "lm_targets": torch.from_numpy(lm_targets),
+        }
+        if self.kind == "ner":
+            labels = np.full((b, t), IGNORE_INDEX, dtype=np.int64)
+            word_index = np.full((b, t), -1, dtype=np.int64)
+            for i, ex in enumerate(examples):
+                assert ex.token_labels is not None and ex.word_index is not None
+                labels[i, : len(ex.token_labels)] = ex.token_labels
+                word_index[i, : len(ex.word_index)] = ex.word_index
+            batch["labels"] = torch.from_numpy(labels)
+            batch["word_index"] = torch.from_numpy(word_index)
+        else:
+            dtype = torch.float32 if self.regression else torch.long
+            batch["labels"] = torch.tensor([ex.label for ex in examples], dtype=dtype)
+        return batch
+
+
+class _Examples(Dataset):
+    """A split's examples, indexed by a whole batch of indices (the samplers below yield batches)."""
+
+    def __init__(self, examples: list[Transformed]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, indices: list[int]) -> list[Transformed]:
+        return [self.examples[i] for i in indices]
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Training batches of example indices for one rank, length-bucketed (see the module doc).
+
+    It is the DataLoader's ``sampler`` (with ``batch_size=None``), not its ``batch_sampler``, because
+    Lightning calls ``set_epoch`` on the sampler only.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        bucket_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not lengths:
+            raise ValueError("BucketBatchSampler: no examples")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.bucket_size, self.seed = batch_size, bucket_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All batches of ``epoch``, over all ranks, in training order."""
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(len(self.lengths))
+        chunk = self.batch_size * self.bucket_size
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i : i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.epoch_batches(self.epoch)
+        # Round-robin over ranks, wrapping around so that every rank gets len(self) batches.
+        for k in range(len(self)):
+            yield batches[(k * self.world_size + self.rank) % len(batches)]
+
+
+def eval_batches(
+    lengths: Sequence[int], batch_size: int, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """This rank's evaluation batches: examples longest first, dealt round-robin over ranks."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[rank::world_size]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- the datamodule
+
+
+class LabeledDataModule(L.LightningDataModule):
+    """Fine-tuning batches of a labelled task (kinds classification ... ner); see the module doc.
+
+    After ``setup()``: ``spec`` has its labels resolved (``spec.num_labels`` sizes the head),
+    ``num_train_examples``, ``eval_splits`` (``val_dataloader()`` returns one loader per split, in
+    this order), ``truncated`` (split -> examples cut to ``block_size``) and, for ner,
+    ``dropped_words`` (split -> words lost to truncation).
+    """
+
+    def __init__(
+        self,
+        task: Mapping[str, Any],
+        block_size: int,
+        batch_size: int,
+        seed: int = 1234,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        bucket_size: int = 50,
+    ) -> None:
+        super().__init__()
+        self.spec = TaskSpec.from_config(task)
+        if self.spec.kind == "lm":
+            raise ValueError(
+                f"task {self.spec.name!r} is of kind 'lm'; LabeledDataModule reads labelled tasks"
+            )
+        if min(batch_size, bucket_size) < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(
+                f"batch_size={batch_size}, eval_batch_size={eval_batch_size} and bucket_size={bucket_size} "
+                "must be positive"
+            )
+        self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.bucket_size = num_workers, bucket_size
+        self.truncated: dict[str, int] = {}
+        self.dropped_words: dict[str, int] = {}
+        self._splits: dict[str, list[Transformed]] = {}
+        self._collate = Collator(self.spec.kind, self.spec.regression)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        # Imported here: the readers pull in their file-format dependencies only when a task is read.
+        from gptlab.data.formats import load_task
+
+        spec, examples = load_task(self.spec, seed=self.seed)
+        wanted = [spec.train_split, *spec.eval_splits]
+        if missing := [s for s in spec.eval_splits if s not in examples]:
+            raise ValueError(
+                f"task {spec.name!r}: no eval split(s) {missing}; the reader gave {sorted(examples)}"
+            )
+        splits = {}
+        for split in dict.fromkeys(wanted):  # a split named twice is read once
+            if split not in examples:
+                continue
+            _check_labels(spec, split, examples[split])
+            data = transform_examples(spec, examples[split], self.block_size)
+            self.truncated[split] = sum(ex.truncated for ex in data)
+            if spec.kind == "ner":
+                self.dropped_words[split] = sum(ex.dropped_words for ex in data)
+            log.info(
+                "task %s: %s: %d examples, %d truncated to block_size=%d%s",
+                spec.name,
+                split,
+                len(data),
+                self.truncated[split],
+                self.block_size,
+                f" ({self.dropped_words[split]} words dropped)" if spec.kind == "ner" else "",
+            )
+            splits[split] = data
+        self.spec, self._splits = spec, splits
+
+    # -- what the LightningModule reads
+
+    def _split(self, name: str) -> list[Transformed]:
+        if not self._splits:
+            raise RuntimeError("LabeledDataModule: call setup() (or let the Trainer call it) first")
+        if name not in self._splits:
+            raise ValueError(f"task {self.spec.name!r}: no {name!r} split; have {sorted(self._splits)}")
+        return self._splits[name]
+
+    @property
+    def num_train_examples(self) -> int:
+        return len(self._split(self.spec.train_split))
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return list(self.spec.eval_splits)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, data: list[Transformed], sampler: Sampler | list[list[int]]) -> DataLoader:
+        return DataLoader(
+            _Examples(data),
+            sampler=sampler,
+            batch_size=None,  # the sampler yields whole batches of indices
+            collate_fn=self._collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self._split(self.spec.train_split)
+        rank, world_size = self._rank_world()
+        sampler = BucketBatchSampler(
+            [ex.max_length for ex in data], self.batch_size, self.bucket_size, self.seed, rank, world_size
+        )
+        return self._loader(data, sampler)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        rank, world_size = self._rank_world()
+        loaders = []
+        for split in self.eval_splits:
+            data = self._split(split)
+            batches = eval_batches([ex.max_length for ex in data], self.eval_batch_size, rank, world_size)
+            loaders.append(self._loader(data, batches))
+        return loaders
