@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import random
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import f1_score as binary_f1
+from omegaconf import OmegaConf
 from sklearn.metrics import matthews_corrcoef
 
+from gptlab.data.formats import load_split
+from gptlab.resources import config_dir
 from gptlab.tasks.metrics import EntityScore, build_metrics
 from gptlab.tasks.spec import TaskSpec
 
@@ -83,6 +87,24 @@ def test_entity_scores_equal_seqeval_on_random_tags(scheme) -> None:
         ]
         ours = entity_scores(gold, pred, TAGS)
         assert ours == pytest.approx(seqeval_scores(gold, pred), abs=1e-6)
+
+
+def test_entity_scores_equal_seqeval_on_the_conll2003_validation_split(shared_data: Path) -> None:
+    task = OmegaConf.load(config_dir() / "task" / "conll2003.yaml")
+    task.data_dir = str(shared_data / "conll2003")
+    conll = TaskSpec.from_config(task)
+    sentences = load_split(conll, "validation")
+    labels = conll.labels
+    gold = [[labels[t] for t in ex["tags"]] for ex in sentences]
+    assert len(gold) == 3250 and sum(map(len, gold)) == 51362
+    rng = random.Random(0)
+    # Gold tags with a share of words re-tagged at random: realistic near-misses (cut spans, wrong
+    # types, IOB1 I- after O) as well as exact matches.
+    for noise in (0.05, 0.3):
+        pred = [[rng.choice(labels) if rng.random() < noise else t for t in s] for s in gold]
+        ours = entity_scores(gold, pred, labels)
+        assert ours == pytest.approx(seqeval_scores(gold, pred), abs=1e-6)  # float32 ratios
+        assert 0 < ours["f1"] < 1
 
 
 def test_entity_scores_follow_iob1_chunking() -> None:
