@@ -62,7 +62,8 @@ class TaskHead(nn.Module):
     def loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE for regression, else cross-entropy over the last dimension (labels -100 ignored)."""
         if self.regression:
-            return F.mse_loss(scores.squeeze(-1), labels.to(scores.dtype))
+            # fp32: a bf16 label would already be off by up to 0.016 on STS-B's 0-5 scale
+            return F.mse_loss(scores.squeeze(-1).float(), labels.float())
         return F.cross_entropy(scores.flatten(0, -2), labels.flatten())
 
     def predict(self, scores: torch.Tensor) -> torch.Tensor:
