@@ -1,6 +1,7 @@
 """Fine-tuning: the objective, the schedule, per-split validation, results rows, checkpoints.
 
-Synthetic batches follow the contract of ``gptlab.data.labeled`` (see ``make_batch``).
+Synthetic batches follow the contract of ``gptlab.data.labeled`` (see ``make_batch``); the
+end-to-end runs go through the Hydra app on the demo task of each kind.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from test_train import make_cfg
 from torch.utils.data import DataLoader
 
-from gptlab.cli.train import result_rows
+from gptlab.cli.train import result_rows, train
 from gptlab.lit.finetune import FinetuneModule, per_word, warmup_linear
 from gptlab.model.checkpoint import load_gpt_checkpoint
+from gptlab.model.checkpoint import BACKBONE_PREFIX, read_checkpoint
 from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.report.results import read_results
 from gptlab.tasks.spec import TaskSpec
 
 V, T = 64, 12
@@ -205,3 +210,56 @@ def test_a_fine_tuned_checkpoint_seeds_another_run(tmp_path: Path) -> None:
 def test_only_labelled_task_kinds_are_fine_tuned() -> None:
     with pytest.raises(ValueError, match="task kind is 'lm'"):
         FinetuneModule(tiny_gpt(), {"name": "corpus", "kind": "lm", "format": "text"})
+
+
+DEMO_TASKS = {
+    "classification": "demo_topic",
+    "entailment": "demo_nextsent",
+    "similarity": "demo_order",
+    "multiple_choice": "demo_continuation",
+    "ner": "demo_tagging",
+}
+
+
+def finetune_cfg(tmp_path: Path, task: str, *overrides: str) -> DictConfig:
+    """``gptlab regime=finetune task=<task> debug=fast``, evaluated in two batches per validation."""
+    cfg = make_cfg(
+        tmp_path,
+        "regime=finetune",
+        f"task={task}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "regime.datamodule.eval_batch_size=80",
+        *overrides,
+    )
+    # debug=fast also sets arguments that only pre-training takes (TextDataModule's val_windows and
+    # num_proc, LMModule's warmup_steps); drop them until that config is per regime.
+    with open_dict(cfg):
+        for node, key in ((cfg.regime.datamodule, "val_windows"), (cfg.regime.datamodule, "num_proc"), (cfg.regime.module, "warmup_steps")):
+            node.pop(key, None)
+    return cfg
+
+
+@pytest.mark.parametrize("kind", list(DEMO_TASKS))
+def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_checkpoint(kind: str, tmp_path: Path) -> None:
+    cfg = finetune_cfg(tmp_path, DEMO_TASKS[kind], "seed=5")
+    metrics = train(cfg)
+    task_metrics = set(cfg.task.metrics)
+    assert set(metrics) == {f"val/{m}" for m in task_metrics} | {"val/loss"}
+    run = tmp_path / "run"
+    rows = read_results(run / "results.jsonl")
+    assert {r["metric"] for r in rows} == task_metrics | {"loss"}
+    for row in rows:
+        assert row["value"] == metrics[f"val/{row['metric']}"]
+        assert (row["task"], row["split"], row["regime"], row["init"], row["seed"]) == (
+            DEMO_TASKS[kind], "validation", "finetune", "scratch", 5
+        )
+        assert (row["n_train_examples"], row["n_eval"]) == (400, 160)
+    logged = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/task_loss", "train/lm_loss"} <= set(logged)
+    # The fine-tuned backbone seeds a new run through model.init_from.
+    ckpt = run / "checkpoints" / "last.ckpt"
+    seeded = instantiate(cfg.model, init_from=str(ckpt))
+    state = read_checkpoint(ckpt)["state_dict"]
+    for name, tensor in seeded.state_dict().items():
+        assert torch.equal(tensor, state[BACKBONE_PREFIX + name]), name
