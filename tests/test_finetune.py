@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from test_train import make_cfg
 from torch.utils.data import DataLoader
 
@@ -223,7 +223,7 @@ DEMO_TASKS = {
 
 def finetune_cfg(tmp_path: Path, task: str, *overrides: str) -> DictConfig:
     """``gptlab regime=finetune task=<task> debug=fast``, evaluated in two batches per validation."""
-    cfg = make_cfg(
+    return make_cfg(
         tmp_path,
         "regime=finetune",
         f"task={task}",
@@ -232,12 +232,6 @@ def finetune_cfg(tmp_path: Path, task: str, *overrides: str) -> DictConfig:
         "regime.datamodule.eval_batch_size=80",
         *overrides,
     )
-    # debug=fast also sets arguments that only pre-training takes (TextDataModule's val_windows and
-    # num_proc, LMModule's warmup_steps); drop them until that config is per regime.
-    with open_dict(cfg):
-        for node, key in ((cfg.regime.datamodule, "val_windows"), (cfg.regime.datamodule, "num_proc"), (cfg.regime.module, "warmup_steps")):
-            node.pop(key, None)
-    return cfg
 
 
 @pytest.mark.parametrize("kind", list(DEMO_TASKS))
