@@ -257,3 +257,37 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
     state = read_checkpoint(ckpt)["state_dict"]
     for name, tensor in seeded.state_dict().items():
         assert torch.equal(tensor, state[BACKBONE_PREFIX + name]), name
+
+
+@pytest.mark.parametrize(
+    "task, metrics",
+    [
+        ("sst2", {"acc"}),
+        ("cola", {"mcc"}),
+        ("rte", {"acc"}),
+        ("mrpc", {"acc", "f1"}),
+        ("stsb", {"pearson", "spearman"}),
+        ("copa", {"acc"}),
+        ("arc_easy", {"acc"}),
+        ("storycloze", {"acc"}),
+        ("conll2003", {"precision", "recall", "f1"}),
+    ],
+)
+def test_each_real_task_fine_tunes_from_the_shared_files(
+    task: str, metrics: set[str], tmp_path: Path, shared_data: Path
+) -> None:
+    cfg = make_cfg(
+        tmp_path,
+        "regime=finetune",
+        f"task={task}",
+        f"paths.data_dir={shared_data}",
+        "task.train_limit=16",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "+trainer.limit_val_batches=2",
+    )
+    train(cfg)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    for split in cfg.task.eval_splits:
+        assert metrics <= {r["metric"] for r in rows if r["split"] == split}, split
+    assert {r["n_train_examples"] for r in rows} == {16}
