@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The demo owns runs/demo: each `make demo` starts it afresh.
+# The demo owns runs/demo: each `make demo` starts it afresh. It pre-trains, then fine-tunes
+# the pre-trained model on one demo task of each kind and prints their dev metrics.
+DEMO_TASKS := demo_topic,demo_nextsent,demo_order,demo_continuation,demo_tagging
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(OFFLINE) $(VENV)/bin/gptlab experiment=demo hydra.run.dir=runs/demo
+	$(OFFLINE) $(VENV)/bin/gptlab -m experiment=demo_finetune task=$(DEMO_TASKS) \
+		hydra.sweep.dir=runs/demo/finetune callbacks.progress_bar=null
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -32,6 +36,12 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Each script measures gptlab and its peer side by side and updates its section of BENCHMARKS.md.
+BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu
+.PHONY: bench
+bench: $(STAMP)
+	set -e; for script in $(BENCH_SCRIPTS); do $(OFFLINE) $(PY) bench/$$script.py; done
 
 clean:
 	rm -rf runs .cache
