@@ -25,6 +25,8 @@ START = "<|start|>"
 DELIM = "<|delim|>"
 EXTRACT = "<|extract|>"
 PAD = "<|pad|>"
+# GPT-2's own vocabulary; ids from here up to the model's padded size are gptlab's special tokens
+GPT2_VOCAB_SIZE = 50257
 EOT_ID = 50256
 START_ID = 50257
 DELIM_ID = 50258

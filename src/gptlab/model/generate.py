@@ -13,9 +13,9 @@ import math
 
 import torch
 
+from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.model.gpt import GPT, KVCache
 
-GPT2_VOCAB_SIZE = 50257  # rows 50257.. of the padded embedding hold gptlab's special tokens
 
 
 def _check_args(

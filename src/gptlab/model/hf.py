@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.model.gpt import GPT, GPTConfig
 
-GPT2_VOCAB_SIZE = 50257
 GPT2_EOS = 50256
 # Modules HF implements as Conv1D; every other tensor has the same layout in both.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
