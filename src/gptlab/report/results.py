@@ -29,6 +29,9 @@ class ResultRow:
     n_eval: int | None = None
     fewshot_seed: int | None = None
     prompt: str | None = None
+    # the metric's value for a predictor that ignores its input (gptlab.tasks.chance); None where
+    # it has none (regression, NER, language modelling, counts)
+    chance: float | None = None
     gptlab_version: str | None = None
 
     def __post_init__(self) -> None:
@@ -51,8 +54,11 @@ def append_results(run_dir: str | Path, rows: Iterable[ResultRow]) -> Path:
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of one results file; a malformed line is an error naming file and line."""
-    known = {f.name for f in fields(ResultRow)}
+    """Rows of one results file, every ``ResultRow`` field present (``None`` where a row omits it,
+    e.g. ``chance`` in rows written before it existed); a malformed line is an error naming file
+    and line.
+    """
+    known = [f.name for f in fields(ResultRow)]
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -62,8 +68,39 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not a JSON row ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: not a JSON object")
             missing = {"task", "split", "metric", "value"} - row.keys()
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing keys {sorted(missing)}")
-            rows.append({k: v for k, v in row.items() if k in known})
+            value = row["value"]
+            # bool is an int subclass, but a true/false metric value is a writer's bug
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{path}:{lineno}: value {value!r} is not a number")
+            rows.append({name: row.get(name) for name in known})
     return rows
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``results.jsonl`` at or below each path (a run dir, a multirun dir, or the file).
+
+    A path that does not exist, or holds no results file, is an error naming it. A file reached
+    through two paths (``runs/demo`` and ``runs/demo/finetune``) is listed once.
+    """
+    found: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run directory")
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
+        if not files:
+            raise FileNotFoundError(
+                f"{path}: holds no {RESULTS_FILE} (each gptlab run writes one into its run dir)"
+            )
+        for f in files:
+            found.setdefault(f.resolve(), f)
+    return list(found.values())
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The rows of every results file at or below ``paths`` (see ``find_results``)."""
+    return [row for path in find_results(paths) for row in read_results(path)]

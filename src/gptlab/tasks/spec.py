@@ -17,10 +17,18 @@ lm                 raw text (see ``gptlab.data.text``)
 
 Labels are indices into ``labels`` (class tasks) or floats (``labels: null`` with
 ``regression: true``, e.g. STS-B).
+
+**Prompts** (in-context evaluation, see ``gptlab.data.prompts``). ``prompt`` is the task's default
+template and ``prompts`` maps names to alternatives (``regime.prompt=<name>`` picks one); each is
+a ``PromptSpec``. ``template`` is a ``str.format`` string over the normalised example's fields,
+where a field may name a filter after a colon (``PROMPT_FILTERS``: ``{text:strip}``,
+``{text_b:sentence}``). ``choices`` are the verbalizers of the class labels, in label order, or
+null for multiple choice (each example's own answers).
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -28,6 +36,60 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 KINDS = ("lm", "classification", "entailment", "similarity", "multiple_choice", "ner")
+# Template filters: ``{field:<filter>}``. ``sentence`` is lm-evaluation-harness's MNLI hypothesis:
+# stripped, with a final period added unless it already ends with one.
+PROMPT_FILTERS = {
+    "strip": str.strip,
+    "sentence": lambda text: text.strip() + ("" if text.strip().endswith(".") else "."),
+}
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One in-context template: how an example becomes a context and its answers continuations.
+
+    Each answer is scored as the continuation ``target_delimiter + choice_prefix + choice`` of the
+    rendered example; ``acc_norm`` divides by the characters of ``choice_prefix + choice``.
+    ``choice_prefix`` exists for lm-evaluation-harness's COPA, whose answers begin with a space
+    of their own on top of the delimiter.
+    """
+
+    name: str
+    template: str
+    choices: list[str] | None = None
+    choice_prefix: str = ""
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+
+    @classmethod
+    def from_mapping(cls, task: str, name: str, values: Mapping[str, Any]) -> PromptSpec:
+        """Build the prompt ``name`` of ``task``; unknown or missing keys are errors naming them."""
+        known = {f.name for f in fields(cls)}
+        where = f"task {task!r}, prompt {name!r}"
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where}: expected a mapping with keys {sorted(known)}, got {values!r}")
+        if unknown := sorted(set(values) - known):
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        if not isinstance(values.get("template"), str):
+            raise ValueError(f"{where}: needs a template string, e.g. \"{{text}}\\nAnswer:\"")
+        if values.get("name", name) != name:
+            raise ValueError(f"{where}: its name key says {values['name']!r}; drop it or make it {name!r}")
+        choices = values.get("choices")
+        if choices is not None and (
+            isinstance(choices, str) or not all(isinstance(c, str) and c for c in choices)
+        ):
+            raise ValueError(f"{where}: choices must be a list of non-empty strings or null, got {choices!r}")
+        prompt = cls(**{**values, "name": name, "choices": None if choices is None else list(choices)})
+        try:
+            parts = list(string.Formatter().parse(prompt.template))
+        except ValueError as err:
+            raise ValueError(f"{where}: template {prompt.template!r} is not a format string ({err})") from None
+        for _, _, spec, _ in parts:
+            if spec and spec not in PROMPT_FILTERS:
+                raise ValueError(
+                    f"{where}: unknown template filter {spec!r}; valid filters: {', '.join(PROMPT_FILTERS)}"
+                )
+        return prompt
 
 
 @dataclass
@@ -50,14 +112,19 @@ class TaskSpec:
     eval_splits: list[str] = field(default_factory=lambda: ["validation"])
     # format-specific reader options (e.g. {"header": false} for CoLA)
     options: dict[str, Any] = field(default_factory=dict)
-    # in-context evaluation: template, verbalizers, delimiters (see the in-context regime)
+    # in-context evaluation: the default template (a PromptSpec mapping; see the module doc)
     prompt: dict[str, Any] | None = None
+    # named alternative templates, prompt name -> PromptSpec mapping (regime.prompt=<name>)
+    prompts: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_limit: int | None = None
     val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name!r}: kind={self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
+        for name in self.prompt_names():  # a malformed template fails when the task is read
+            self.prompt_spec(name)
 
     @classmethod
     def from_config(cls, task: Mapping[str, Any] | DictConfig) -> TaskSpec:
@@ -82,3 +149,23 @@ class TaskSpec:
         if self.labels is None:
             raise ValueError(f"task {self.name!r}: the label set is not known yet (labels: null)")
         return len(self.labels)
+
+    def prompt_names(self) -> list[str]:
+        """Names ``regime.prompt`` accepts: the default prompt's, then the named alternatives."""
+        default = [str((self.prompt or {}).get("name", "default"))] if self.prompt is not None else []
+        return [*default, *self.prompts]
+
+    def prompt_spec(self, name: str | None = None) -> PromptSpec:
+        """The template called ``name`` (``None``: the default ``prompt``), checked."""
+        if name is None or (self.prompt is not None and name == self.prompt_names()[0]):
+            if self.prompt is None:
+                named = f"; its named prompts: {', '.join(self.prompts)}" if self.prompts else ""
+                raise ValueError(
+                    f"task {self.name!r} has no prompt (prompt: null), so it cannot be evaluated in "
+                    f"context{named}; add a prompt section (template, choices) to its task YAML"
+                )
+            return PromptSpec.from_mapping(self.name, self.prompt_names()[0], self.prompt)
+        if name not in self.prompts:
+            valid = ", ".join(self.prompt_names()) or "none"
+            raise ValueError(f"task {self.name!r} has no prompt named {name!r}; valid prompts: {valid}")
+        return PromptSpec.from_mapping(self.name, name, self.prompts[name])

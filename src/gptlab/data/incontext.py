@@ -1,0 +1,304 @@
+"""In-context evaluation batches (GPT-2/GPT-3 zero-, one- and few-shot) of a labelled task.
+
+The prompts, demonstrations and token ids follow lm-evaluation-harness v0.4 (``gptlab.data.prompts``).
+Demonstrations come from the task's **full** training split, even when ``task.train_limit`` cuts
+it for fine-tuning (lm-eval draws from the whole split too); a task without a training split
+draws them from its validation split, else its test split, with a warning.
+
+**Batch** (the contract with ``gptlab.lit.incontext.InContextModule``). ``B`` examples with
+``N = sum(num_choices)`` answers in all:
+
+=====================  ============  ==========================================================
+key                    tensor        meaning
+=====================  ============  ==========================================================
+``prefix_ids``         long (B, T)   each example's context, **left**-padded with ``FILL_ID``
+``prefix_mask``        long (B, T)   1 on context tokens, 0 on padding
+``continuation_ids``   long (N, L)   each answer's tokens (the examples' answers in order),
+                                     right-padded with ``FILL_ID``
+``continuation_mask``  long (N, L)   1 on answer tokens, 0 on padding
+``num_choices``        long (B,)     answers of each example
+``choice_chars``       float (N,)    characters of each answer (``acc_norm``)
+``labels``             long (B,)     index of the right answer
+=====================  ============  ==========================================================
+
+**Order.** Each eval split runs longest context first (little padding, an out-of-memory batch
+shows at once); ranks take the sorted examples round-robin, so each is scored exactly once and
+the metrics (torchmetrics) sync at the end of the epoch. A batch holds at most ``batch_size``
+examples and is closed early when its widest context plus its longest answer would not fit
+``block_size`` (``T + L - 1``): every answer continues in the columns after the padded contexts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from gptlab.data.labeled import IndexedExamples, check_labels
+from gptlab.data.prompts import (
+    Request,
+    answer_choices,
+    check_template,
+    encode_requests,
+    fewshot_contexts,
+)
+from gptlab.tasks.chance import chance_levels
+from gptlab.tasks.spec import PromptSpec, TaskSpec
+
+log = logging.getLogger(__name__)
+
+INCONTEXT_KINDS = ("classification", "entailment", "similarity", "multiple_choice")
+# Padding is masked out, so any id does; 0 is one that every vocabulary has (a model of exactly
+# GPT-2's 50257 tokens has no room for gptlab's PAD_ID).
+FILL_ID = 0
+# lm-eval's fallback order for the split demonstrations come from
+DEMONSTRATION_SPLITS = ("validation", "test")
+
+
+def check_incontext_task(spec: TaskSpec, k: int, prompt: str | None = None) -> PromptSpec:
+    """The prompt to evaluate ``spec`` with; a task in-context scoring cannot run is an error saying why."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"regime.k={k!r}: the number of demonstrations must be an integer >= 0")
+    if spec.kind == "lm":
+        raise ValueError(
+            f"task {spec.name!r} is a language-modelling task (kind 'lm'): it has no answers to score "
+            f"and no labelled demonstrations, so only regime=zero_shot runs it (reporting perplexity)"
+        )
+    if spec.kind == "ner":
+        raise ValueError(
+            f"task {spec.name!r} is NER (a tag for every word): in-context scoring ranks whole answer "
+            "continuations and has no per-word output; evaluate it with regime=finetune"
+        )
+    if spec.regression:
+        raise ValueError(
+            f"task {spec.name!r} is not supported in context: it is a regression task (a real-valued "
+            "score per example, e.g. STS-B similarity 0-5), and in-context scoring can only pick one "
+            "of a set of answers; evaluate it with regime=finetune"
+        )
+    if spec.kind not in INCONTEXT_KINDS:
+        raise ValueError(
+            f"task {spec.name!r}: kind {spec.kind!r}; in-context kinds: {', '.join(INCONTEXT_KINDS)}"
+        )
+    chosen = spec.prompt_spec(prompt)
+    if spec.kind == "multiple_choice" and chosen.choices is not None:
+        raise ValueError(
+            f"task {spec.name!r}, prompt {chosen.name!r}: a multiple-choice task scores each example's "
+            f"own answers, so its prompt's choices must be null (got {chosen.choices})"
+        )
+    if spec.kind != "multiple_choice":
+        if chosen.choices is None:
+            raise ValueError(
+                f"task {spec.name!r}, prompt {chosen.name!r}: choices is null; a {spec.kind} task needs "
+                f"one verbalizer per label ({spec.labels or 'in label order'})"
+            )
+        if spec.labels is not None and len(chosen.choices) != len(spec.labels):
+            raise ValueError(
+                f"task {spec.name!r}, prompt {chosen.name!r}: {len(chosen.choices)} choices "
+                f"{chosen.choices} for {len(spec.labels)} labels {spec.labels}; give one per label, in order"
+            )
+    return chosen
+
+
+def _has_split(spec: TaskSpec, split: str) -> bool:
+    # Hub and demo readers know their own splits; a missing one is their error, naming it.
+    return spec.format in ("hub", "demo") or split in spec.files
+
+
+def demonstration_split(spec: TaskSpec) -> str:
+    """The split demonstrations are drawn from: training, else validation, else test (lm-eval)."""
+    for split in dict.fromkeys((spec.train_split, *DEMONSTRATION_SPLITS)):
+        if _has_split(spec, split):
+            if split != spec.train_split:
+                log.warning(
+                    "task %s has no %r split: demonstrations come from its %r split instead",
+                    spec.name, spec.train_split, split,
+                )
+            return split
+    raise ValueError(
+        f"task {spec.name!r} has none of the splits {[spec.train_split, *DEMONSTRATION_SPLITS]} to draw "
+        f"demonstrations from; files: {dict(spec.files)}"
+    )
+
+
+def scoring_batches(
+    requests: Sequence[Request], batch_size: int, block_size: int, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """This rank's batches of request indices (see the module doc's order)."""
+    order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].context), i))[rank::world_size]
+    batches: list[list[int]] = []
+    width = longest = 0
+    for i in order:
+        context, answer = len(requests[i].context), max(map(len, requests[i].continuations))
+        fits = max(width, context) + max(longest, answer) - 1 <= block_size
+        if batches and len(batches[-1]) < batch_size and fits:
+            batches[-1].append(i)
+            width, longest = max(width, context), max(longest, answer)
+        else:
+            batches.append([i])
+            width, longest = context, answer
+    return batches
+
+
+def collate(requests: Sequence[Request]) -> dict[str, torch.Tensor]:
+    """Requests -> one batch of the contract (see the module doc)."""
+    width = max(len(r.context) for r in requests)
+    prefix_ids = torch.full((len(requests), width), FILL_ID, dtype=torch.long)
+    prefix_mask = torch.zeros((len(requests), width), dtype=torch.long)
+    for i, r in enumerate(requests):
+        prefix_ids[i, width - len(r.context):] = torch.tensor(r.context)
+        prefix_mask[i, width - len(r.context):] = 1
+    answers = [c for r in requests for c in r.continuations]
+    length = max(len(c) for c in answers)
+    continuation_ids = torch.full((len(answers), length), FILL_ID, dtype=torch.long)
+    continuation_mask = torch.zeros((len(answers), length), dtype=torch.long)
+    for i, c in enumerate(answers):
+        continuation_ids[i, : len(c)] = torch.tensor(c)
+        continuation_mask[i, : len(c)] = 1
+    return {
+        "prefix_ids": prefix_ids,
+        "prefix_mask": prefix_mask,
+        "continuation_ids": continuation_ids,
+        "continuation_mask": continuation_mask,
+        "num_choices": torch.tensor([len(r.continuations) for r in requests]),
+        "choice_chars": torch.tensor([n for r in requests for n in r.choice_chars], dtype=torch.float),
+        "labels": torch.tensor([r.label for r in requests]),
+    }
+
+
+class InContextDataModule(L.LightningDataModule):
+    """Scoring batches of a labelled task's eval splits, ``k`` demonstrations per example.
+
+    After ``setup()``: ``spec`` (labels resolved), ``prompt`` (the ``PromptSpec`` used),
+    ``eval_splits`` (``val_dataloader()`` returns one loader per split, in this order),
+    ``truncated`` (split -> examples whose context was cut to fit ``block_size``),
+    ``chance_levels`` (split -> metric -> chance value, ``gptlab.tasks.chance``) and
+    ``num_train_examples`` (the demonstration pool's size; 0 at ``k = 0``, which uses none).
+    Every check that needs no data (task kind, prompt name, ``k``) runs in ``__init__``.
+    """
+
+    def __init__(
+        self,
+        task: Mapping[str, Any],
+        block_size: int,
+        batch_size: int,
+        k: int = 0,
+        fewshot_seed: int = 1234,
+        prompt: str | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec = TaskSpec.from_config(task)
+        self.prompt = check_incontext_task(self.spec, k, prompt)
+        if min(batch_size, block_size) < 1:
+            raise ValueError(f"batch_size={batch_size} and block_size={block_size} must be positive")
+        self.block_size, self.batch_size, self.k = block_size, batch_size, k
+        self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
+        self.truncated: dict[str, int] = {}
+        self.chance_levels: dict[str, dict[str, float | None]] = {}
+        self.num_train_examples = 0
+        self._requests: dict[str, list[Request]] = {}
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return list(self.spec.eval_splits)
+
+    @property
+    def prompt_name(self) -> str:
+        return self.prompt.name
+
+    def _read(self) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+        """The demonstration split's name and split -> normalised examples (labels resolved in spec)."""
+        from gptlab.data.formats import load_split, load_task  # readers load their dependencies lazily
+
+        spec = self.spec
+        if spec.train_limit is not None and self.k > 0:
+            log.info(
+                "task %s: train_limit=%d limits fine-tuning data only; demonstrations are drawn from "
+                "the full training split, as lm-evaluation-harness draws them",
+                spec.name, spec.train_limit,
+            )
+        source = demonstration_split(spec)
+        if source == spec.train_split:
+            spec, data = load_task(dataclasses.replace(spec, train_limit=None))
+            self.spec = dataclasses.replace(spec, train_limit=self.spec.train_limit)
+        else:
+            data = {split: load_split(spec, split) for split in dict.fromkeys([source, *spec.eval_splits])}
+        if missing := [s for s in self.eval_splits if s not in data]:
+            raise ValueError(
+                f"task {spec.name!r}: no eval split(s) {missing}; the reader gave {sorted(data)}"
+            )
+        return source, data
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._requests:
+            return
+        source, data = self._read()
+        check_incontext_task(self.spec, self.k, self.prompt.name)  # labels: null is resolved now
+        spec, prompt, pool = self.spec, self.prompt, data[source]
+        for split in dict.fromkeys([source, *self.eval_splits]):
+            check_labels(spec, split, data[split])
+            check_template(spec.name, prompt, data[split][0], f"{split!r}")
+        available = len(pool) - 1 if source in self.eval_splits else len(pool)
+        if self.k > available:
+            raise ValueError(
+                f"regime.k={self.k}: task {spec.name!r} has only {available} demonstration examples in its "
+                f"{source!r} split" + (" besides the evaluated one" if source in self.eval_splits else "")
+            )
+        train = data.get(spec.train_split)
+        requests = {}
+        for split in self.eval_splits:
+            examples = data[split]
+            contexts = fewshot_contexts(prompt, examples, pool, self.k, self.fewshot_seed, split == source)
+            try:
+                requests[split] = encode_requests(
+                    contexts,
+                    [answer_choices(prompt, ex) for ex in examples],
+                    [ex["label"] for ex in examples],
+                    prompt.target_delimiter,
+                    self.block_size,
+                )
+            except ValueError as err:
+                raise ValueError(f"task {spec.name!r}, {split} {err}") from None
+            self.truncated[split] = sum(r.truncated for r in requests[split])
+            self.chance_levels[split] = chance_levels(spec, train, examples)
+            log.info(
+                "task %s: %s: %d examples, prompt %r, k=%d (demonstrations from %r, fewshot_seed=%d), "
+                "%d contexts truncated on the left to block_size=%d",
+                spec.name, split, len(examples), prompt.name, self.k, source, self.fewshot_seed,
+                self.truncated[split], self.block_size,
+            )
+        self.num_train_examples = len(pool) if self.k > 0 else 0
+        self._requests = requests
+
+    def requests(self, split: str) -> list[Request]:
+        """The tokenized examples of eval split ``split``, in split order."""
+        if not self._requests:
+            raise RuntimeError("InContextDataModule: call setup() (or let the Trainer call it) first")
+        return self._requests[split]
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        rank, world_size = self._rank_world()
+        loaders = []
+        for split in self.eval_splits:
+            data = self.requests(split)
+            batches = scoring_batches(data, self.batch_size, self.block_size, rank, world_size)
+            loaders.append(
+                DataLoader(
+                    IndexedExamples(data),
+                    sampler=batches,
+                    batch_size=None,  # the sampler yields whole batches of indices
+                    collate_fn=collate,
+                    num_workers=self.num_workers,
+                    persistent_workers=self.num_workers > 0,
+                )
+            )
+        return loaders

@@ -1,0 +1,179 @@
+"""In-context prompts as lm-evaluation-harness v0.4 builds them: text -> requests -> token ids.
+
+**Requests.** Every example is one context and one continuation per answer. The context is ``k``
+demonstrations, each ``render(demo) + target_delimiter + gold answer``, joined by
+``fewshot_delimiter``, then ``fewshot_delimiter`` and ``render(example)`` (``k = 0``: only
+``render(example)``). Answer ``i`` is the continuation ``target_delimiter + choices[i]``, where the
+choices are the prompt's verbalizers (class tasks, in label order) or the example's own answers
+(multiple choice), each after ``choice_prefix``.
+
+**Demonstrations** (lm-eval's ``ContextSampler``). One ``random.Random(fewshot_seed)`` per eval
+split (lm-eval runs each eval split as a task of its own), consumed walking the split's examples
+in order: ``rng.sample(pool, k)``, or ``k + 1`` when the pool is the eval split itself, keeping the
+first ``k`` draws that are not equal to the evaluated example. So the same seed gives the same
+demonstrations whatever the model, the batch size or the number of devices.
+
+**Tokens** (lm-eval's ``_encode_pair``). Trailing whitespace of the context moves to the front of
+each continuation; ``context + continuation`` is encoded whole, the context alone, and the
+continuation's tokens are the whole's after the context's. An empty context becomes
+``[<|endoftext|>]`` with the continuation encoded alone (lm-eval's rule for ``context == ""``;
+here also for a context of whitespace only, which lm-eval would leave without any token).
+
+**Window.** lm-eval keeps the last ``block_size + 1`` tokens of each ``context + continuation``.
+The answers of an example share one context here (it runs through the model once), so the
+context is cut from the left until it fits with the *longest* answer: an example is
+``truncated`` when that cut removed anything. Answers shorter than the longest see the same
+shortened context, where lm-eval would give them a few more context tokens.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+from gptlab.tasks.spec import PROMPT_FILTERS, PromptSpec
+
+Example = Mapping[str, Any]
+
+
+class _TemplateFormatter(string.Formatter):
+    """``str.format`` whose format spec names a filter of ``PROMPT_FILTERS`` (``{text:strip}``)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return PROMPT_FILTERS[format_spec](str(value)) if format_spec else format(value)
+
+
+_FORMATTER = _TemplateFormatter()
+
+
+def template_fields(template: str) -> list[str]:
+    """The example fields ``template`` reads, in order of first use."""
+    return list(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(template) if f))
+
+
+def check_template(task: str, prompt: PromptSpec, example: Example, where: str) -> None:
+    """Refuse a template that reads a field the task's examples do not have, naming both."""
+    missing = [f for f in template_fields(prompt.template) if f not in example]
+    if missing:
+        raise ValueError(
+            f"task {task!r}, prompt {prompt.name!r}: the template {prompt.template!r} reads field(s) "
+            f"{missing}, which the {where} examples do not have; available fields: {sorted(example)}"
+        )
+
+
+def render(prompt: PromptSpec, example: Example) -> str:
+    """The example as the template writes it (lm-eval's ``doc_to_text``)."""
+    return _FORMATTER.vformat(prompt.template, (), example)
+
+
+def answer_choices(prompt: PromptSpec, example: Example) -> list[str]:
+    """The answers as lm-eval's ``doc_to_choice`` gives them (``acc_norm`` counts their characters)."""
+    choices = prompt.choices if prompt.choices is not None else example["choices"]
+    return [prompt.choice_prefix + choice for choice in choices]
+
+
+def gold_answer(prompt: PromptSpec, example: Example) -> str:
+    """The right answer of a labelled example, as a demonstration shows it."""
+    return answer_choices(prompt, example)[example["label"]]
+
+
+class FewShotSampler:
+    """Demonstrations for one eval split, drawn as lm-eval's ``ContextSampler`` draws them.
+
+    ``pool`` is the demonstration split in file order; ``same_split`` says it is the split being
+    evaluated, so one extra example is drawn and the evaluated one (any example equal to it)
+    dropped. Call ``draw`` once per evaluated example, in split order.
+    """
+
+    def __init__(self, pool: Sequence[Example], seed: int, same_split: bool) -> None:
+        self.pool, self.same_split = list(pool), same_split
+        self.rng = random.Random(seed)
+
+    def draw(self, example: Example, k: int) -> list[Example]:
+        if k == 0:  # lm-eval does not call the sampler at all, so the generator is not advanced
+            return []
+        drawn = self.rng.sample(self.pool, k + 1 if self.same_split else k)
+        return [demo for demo in drawn if demo != example][:k]
+
+
+def fewshot_contexts(
+    prompt: PromptSpec,
+    examples: Sequence[Example],
+    pool: Sequence[Example],
+    k: int,
+    seed: int,
+    same_split: bool,
+) -> list[str]:
+    """The context of every example of one eval split, in split order (see the module doc)."""
+    sampler = FewShotSampler(pool, seed, same_split)
+    contexts = []
+    for example in examples:
+        text = render(prompt, example)
+        if k > 0:
+            demos = sampler.draw(example, k)
+            shots = [render(prompt, d) + prompt.target_delimiter + gold_answer(prompt, d) for d in demos]
+            text = prompt.fewshot_delimiter.join(shots) + prompt.fewshot_delimiter + text
+        contexts.append(text)
+    return contexts
+
+
+@dataclass
+class Request:
+    """One example, tokenized: a context shared by its answers, one continuation per answer."""
+
+    context: list[int]
+    continuations: list[list[int]]
+    choice_chars: list[int]  # characters of each answer as doc_to_choice gives it (acc_norm)
+    label: int
+    truncated: bool  # the context lost tokens on the left to fit block_size
+
+
+def encode_requests(
+    contexts: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    labels: Sequence[int],
+    target_delimiter: str,
+    block_size: int,
+) -> list[Request]:
+    """Token ids of every (context, answers) example, as lm-eval's ``_encode_pair`` makes them.
+
+    ``choices[i]`` are example ``i``'s answers as ``answer_choices`` gives them; each is scored
+    as the continuation ``target_delimiter + answer``. The context is cut on the left to fit
+    ``block_size`` together with the longest continuation (see the module doc).
+    """
+    encode = get_tokenizer().encode_ordinary_batch
+    kept = [context.rstrip() for context in contexts]
+    tails = [
+        [context[len(head):] + target_delimiter + choice for choice in answers]
+        for context, head, answers in zip(contexts, kept, choices)
+    ]
+    heads = encode(kept)
+    wholes = iter(encode([head + tail for head, answers in zip(kept, tails) for tail in answers]))
+    requests = []
+    for i, (head, answers, label) in enumerate(zip(heads, choices, labels)):
+        continuations = [next(wholes)[len(head):] for _ in answers]
+        if not all(continuations):
+            raise ValueError(f"example {i}: an answer of {list(answers)} encodes to no token at all")
+        context = head or [EOT_ID]  # empty context: lm-eval's end-of-text prefix token
+        longest = max(len(c) for c in continuations)
+        # the model reads context + continuation[:-1]: block_size tokens at most
+        room = block_size + 1 - longest
+        if room < 1:
+            raise ValueError(
+                f"example {i}: an answer of {longest} tokens does not fit block_size={block_size} "
+                "even without any context"
+            )
+        requests.append(
+            Request(
+                context=context[-room:],
+                continuations=continuations,
+                choice_chars=[len(choice) for choice in answers],
+                label=int(label),
+                truncated=len(context) > room,
+            )
+        )
+    return requests

@@ -1,0 +1,149 @@
+"""In-context evaluation (GPT-2/GPT-3 zero-, one- and few-shot) as a LightningModule.
+
+Every answer is scored by the summed log-likelihood of its continuation tokens, as
+lm-evaluation-harness scores ``loglikelihood`` requests: ``acc`` picks the answer with the highest
+sum, ``acc_norm`` the highest sum per character of the answer. The ``acc`` picks also feed the
+task's own metrics, so a run logs the same names as fine-tuning (``val/acc``, ``val/f1``,
+``val/mcc``; ``val/<split>/<metric>`` with several eval splits) plus ``val/acc_norm`` and
+``val/n_truncated`` (examples whose context was cut to fit the model's window).
+
+**Prefix sharing.** An example's context (demonstrations + question) runs through the backbone
+once; every answer continues from a copy of its key/value cache. Log-probabilities are taken over
+GPT-2's 50257 text tokens only: gptlab's special tokens in the padded rows of the vocabulary never
+occur in a prompt, and leaving them out makes an imported GPT-2 score exactly as Hugging Face's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
+from gptlab.model.gpt import GPT
+from gptlab.tasks.metrics import Accuracy, build_metrics
+from gptlab.tasks.spec import TaskSpec
+
+Batch = Mapping[str, torch.Tensor]
+# rows of hidden states per LM-head matmul: bounds the (rows, vocabulary) logits in memory
+LOGIT_CHUNK = 2048
+
+
+def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32."""
+    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
+        for start in range(0, targets.numel(), LOGIT_CHUNK):
+            end = start + LOGIT_CHUNK
+            logits = F.linear(hidden[start:end].float(), weight)
+            out[start:end] = logits.log_softmax(-1).gather(1, targets[start:end, None]).squeeze(1)
+    return out
+
+
+def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
+    """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract)."""
+    prefix, prefix_mask = batch["prefix_ids"], batch["prefix_mask"]
+    answers, answer_mask = batch["continuation_ids"], batch["continuation_mask"]
+    repeats = batch["num_choices"]
+    padded = not bool(prefix_mask.all())
+    # Left padding: every context ends in the last column, and its tokens keep positions 0, 1, ...
+    positions = (prefix_mask.cumsum(1) - 1).clamp(min=0) if padded else None
+    # One-token answers (most verbalizers) need nothing past the context: no cache at all.
+    cache = model.new_cache() if answers.size(1) > 1 else None
+    hidden = model.hidden_states(prefix, prefix_mask if padded else None, positions, cache)
+    # state t of an answer predicts its token t: the context's last state, then the answer's own
+    states = [hidden[:, -1:].repeat_interleave(repeats, dim=0)]
+    if cache is not None:
+        if prefix.size(1) + answers.size(1) - 1 > model.config.block_size:
+            raise ValueError(
+                f"a batch's widest context ({prefix.size(1)} tokens) and longest answer "
+                f"({answers.size(1)}) do not fit block_size={model.config.block_size}; "
+                "batch with gptlab.data.incontext.scoring_batches"
+            )
+        cache = cache.repeat_interleave(repeats)
+        steps, step_mask = answers[:, :-1], answer_mask[:, :-1]
+        start = prefix_mask.sum(1).repeat_interleave(repeats)
+        step_positions = start[:, None] + torch.arange(steps.size(1), device=steps.device)
+        mask = None if bool(step_mask.all()) else step_mask
+        states.append(model.hidden_states(steps, mask, step_positions, cache))
+    keep = answer_mask.bool()
+    logprobs = token_logprobs(model, torch.cat(states, 1)[keep], answers[keep])
+    rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
+    return torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
+
+
+def per_example(values: torch.Tensor, num_choices: torch.Tensor) -> torch.Tensor:
+    """Per-answer ``values`` (N,) laid out as (B, most answers), missing answers at -inf."""
+    example = torch.repeat_interleave(torch.arange(num_choices.numel(), device=values.device), num_choices)
+    first = torch.cumsum(num_choices, 0) - num_choices
+    slot = torch.arange(values.numel(), device=values.device) - first[example]
+    out = values.new_full((num_choices.numel(), int(num_choices.max())), float("-inf"))
+    out[example, slot] = values
+    return out
+
+
+class InContextModule(pl.LightningModule):
+    """Scores the answers of ``gptlab.data.incontext`` batches with a frozen backbone ``model``.
+
+    It only evaluates (``trainer.validate``): the in-context regimes set ``regime.fit: false``.
+    Metrics are built in ``setup`` from the DataModule's ``spec`` (labels resolved) and
+    ``eval_splits``; ``truncated`` (split -> count) is logged as ``n_truncated``.
+    """
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+        self.eval_splits: list[str] = []
+        self.truncated: dict[str, int] = {}
+        self.val_metrics = nn.ModuleList()
+        self.val_acc_norm = nn.ModuleList()
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            raise ValueError("InContextModule does not train: run trainer.validate (regime.fit: false)")
+        datamodule = self.trainer.datamodule
+        if not all(hasattr(datamodule, name) for name in ("spec", "eval_splits", "truncated")):
+            raise ValueError(
+                "InContextModule needs a DataModule that exposes the task `spec`, `eval_splits` and "
+                "`truncated` (gptlab.data.incontext.InContextDataModule)"
+            )
+        self.configure_task(datamodule.spec, list(datamodule.eval_splits), dict(datamodule.truncated))
+
+    def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
+        """Per-split metrics for ``spec`` (labels resolved): ``acc`` + the task's metrics, ``acc_norm``."""
+        with_acc = dataclasses.replace(spec, metrics=list(dict.fromkeys(["acc", *spec.metrics])))
+        self.eval_splits, self.truncated = eval_splits, truncated
+        self.val_metrics = nn.ModuleList(build_metrics(with_acc) for _ in eval_splits)
+        self.val_acc_norm = nn.ModuleList(Accuracy() for _ in eval_splits)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-likelihood, log-likelihood per character) of every answer, (B, most answers), -inf padded."""
+        loglik = choice_loglikelihoods(self.model, batch)
+        # lm-eval's acc_norm divides by len(choice) in characters, the choice as doc_to_choice
+        # gives it (without the target delimiter): choice_chars holds exactly that length.
+        normed = loglik / batch["choice_chars"]
+        return per_example(loglik, batch["num_choices"]), per_example(normed, batch["num_choices"])
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        loglik, normed = self(batch)
+        labels = batch["labels"]
+        self.val_metrics[dataloader_idx].update(loglik.argmax(1), labels)
+        self.val_acc_norm[dataloader_idx].update(normed.argmax(1), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        several = len(self.eval_splits) > 1
+        logs = {}
+        for i, split in enumerate(self.eval_splits):
+            prefix = f"val/{split}/" if several else "val/"
+            logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
+            logs[f"{prefix}acc_norm"] = self.val_acc_norm[i].compute()
+            logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))
+            self.val_metrics[i].reset()
+            self.val_acc_norm[i].reset()
+        self.log_dict(logs, prog_bar=True)

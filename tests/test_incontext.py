@@ -1,0 +1,401 @@
+"""In-context evaluation: prefix-shared scoring equals plain scoring, the DataModule, metrics, chance
+levels, every bad input, and end-to-end Hydra runs of regime=zero_shot/one_shot/few_shot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from test_train import make_cfg
+
+from gptlab.cli.train import check_config, result_rows, train
+from gptlab.data.incontext import InContextDataModule, collate
+from gptlab.data.prompts import Request
+from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
+from gptlab.lit.incontext import InContextModule, choice_loglikelihoods
+from gptlab.model.checkpoint import CONFIG_KEY
+from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.report.results import read_results
+from gptlab.tasks.chance import chance_levels, majority_label
+from gptlab.tasks.spec import TaskSpec
+
+
+def tiny_gpt(**overrides: Any) -> GPT:
+    torch.manual_seed(0)
+    config = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50304, dropout=0.0)
+    return GPT(GPTConfig(**{**config, **overrides})).eval()
+
+
+def reference_loglikelihood(model: GPT, context: list[int], continuation: list[int]) -> float:
+    """The plain way, as lm-eval: one forward over (context + continuation)[:-1], log_softmax over
+    GPT-2's tokens, gather each continuation token."""
+    with torch.no_grad():
+        logits = model(torch.tensor([(context + continuation)[:-1]]))[0, :, :GPT2_VOCAB_SIZE]
+    logprobs = logits.double().log_softmax(-1)
+    start = len(context) - 1  # position t predicts token t + 1
+    return sum(float(logprobs[start + i, token]) for i, token in enumerate(continuation))
+
+
+SMALL_VOCAB = 1024  # random token ids need no 50k-row LM head: the scoring tests run on this one
+
+
+def random_requests(lengths: list[tuple[int, list[int]]], seed: int = 0) -> list[Request]:
+    """Requests with contexts of the given lengths and answers of the given token counts."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda n: torch.randint(0, SMALL_VOCAB, (n,), generator=g).tolist()  # noqa: E731
+    return [
+        Request(ids(n), [ids(m) for m in answers], choice_chars=[3] * len(answers), label=0, truncated=False)
+        for n, answers in lengths
+    ]
+
+
+def scores(model: GPT, requests: list[Request], batch_size: int) -> list[float]:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(requests), batch_size):
+            out += choice_loglikelihoods(model, collate(requests[i : i + batch_size])).tolist()
+    return out
+
+
+CASES = {
+    "ragged": [(5, [1, 3, 2]), (11, [4, 1]), (2, [2, 2, 5, 1]), (9, [1])],  # left padding, cache, 1-4 answers
+    "one-token-answers": [(7, [1, 1]), (3, [1, 1, 1])],  # no cache at all
+    "equal-contexts": [(6, [2, 3]), (6, [3, 1])],  # no padding: the plain causal path
+}
+MODELS = {
+    "gpt2": {},
+    "gpt1-post-ln": {"norm": "post"},
+    "gpt3-alternating": {"attention": "alternating", "local_window": 4},
+}
+
+
+@pytest.mark.parametrize("model_kind", list(MODELS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_prefix_sharing_equals_scoring_each_sequence_separately(case: str, model_kind: str) -> None:
+    model = tiny_gpt(vocab_size=SMALL_VOCAB, **MODELS[model_kind])
+    requests = random_requests(CASES[case])
+    expected = [reference_loglikelihood(model, r.context, c) for r in requests for c in r.continuations]
+    got = scores(model, requests, batch_size=len(requests))
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_scores_do_not_depend_on_the_batch_size() -> None:
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    requests = random_requests([(n, [1 + n % 3, 2]) for n in range(1, 14)], seed=3)
+    one = scores(model, requests, batch_size=1)
+    assert scores(model, requests, batch_size=5) == pytest.approx(one, abs=1e-5)
+    assert scores(model, requests, batch_size=len(requests)) == pytest.approx(one, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- a small real task
+
+
+def write_task(tmp_path: Path, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """A classification task read from JSON lines files in ``tmp_path`` by the real reader."""
+    files = {}
+    for split, rows in splits.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files[split] = f"{split}.jsonl"
+    return {
+        "name": "toy",
+        "kind": "classification",
+        "format": "jsonl",
+        "data_dir": str(tmp_path),
+        "files": files,
+        "fields": {"text": "sentence", "label": "label"},
+        "labels": ["no", "yes"],
+        "metrics": ["acc", "f1"],
+        "eval_splits": ["validation"] if "validation" in files else list(files)[-1:],
+        "train_split": "train",
+        "prompt": {"name": "qa", "template": "{text}\nQuestion: yes or no?\nAnswer:", "choices": ["no", "yes"]},
+    }
+
+
+N_EVAL = 8
+WORDS = "the a film was good bad long short quite very plot acting music scene end".split()
+
+
+def sentences(n: int, seed: int) -> list[dict[str, Any]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        words = [WORDS[j] for j in torch.randint(0, len(WORDS), (3 + i % 9,), generator=g)]
+        out.append({"sentence": " ".join(words), "label": int(torch.randint(0, 2, (), generator=g))})
+    return out
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> dict[str, Any]:
+    return write_task(tmp_path, {"train": sentences(30, 0), "validation": sentences(N_EVAL, 1)})
+
+
+def validate(module: pl.LightningModule, datamodule: pl.LightningDataModule) -> dict[str, float]:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
+
+
+def test_logged_metrics_equal_an_independent_count_of_plain_scores(toy: dict[str, Any]) -> None:
+    dm = InContextDataModule(toy, block_size=64, batch_size=4, k=2, fewshot_seed=3)
+    model = tiny_gpt()
+    metrics = validate(InContextModule(model), dm)
+    assert set(metrics) == {"val/acc", "val/f1", "val/acc_norm", "val/n_truncated"}
+    acc = acc_norm = tp = fp = fn = 0
+    for r in dm.requests("validation"):
+        ll = [reference_loglikelihood(model, r.context, c) for c in r.continuations]
+        pick = max(range(len(ll)), key=lambda i: (ll[i], -i))
+        pick_norm = max(range(len(ll)), key=lambda i: (ll[i] / r.choice_chars[i], -i))
+        acc += pick == r.label
+        acc_norm += pick_norm == r.label
+        tp, fp, fn = tp + (pick == 1 == r.label), fp + (pick == 1 != r.label), fn + (pick == 0 != r.label)
+    n = len(dm.requests("validation"))
+    assert metrics["val/acc"] == pytest.approx(acc / n)
+    assert metrics["val/acc_norm"] == pytest.approx(acc_norm / n)
+    assert metrics["val/f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    assert [r.choice_chars for r in dm.requests("validation")] == [[2, 3]] * n  # len("no"), len("yes")
+
+
+def test_truncated_contexts_are_counted(toy: dict[str, Any]) -> None:
+    block = 14
+    dm = InContextDataModule(toy, block_size=block, batch_size=4, k=1)
+    dm.setup()
+    # independent count: the model would read context + longest answer[:-1], more than the window
+    encode = get_tokenizer().encode_ordinary
+    expected = 0
+    for text, request in zip(contexts_of(dm), dm.requests("validation")):
+        longest = max(map(len, request.continuations))
+        assert len(request.context) + longest - 1 <= block
+        expected += len(encode(text.rstrip())) + longest - 1 > block
+    assert expected > 0 and dm.truncated == {"validation": expected}
+    assert validate(InContextModule(tiny_gpt(block_size=block)), dm)["val/n_truncated"] == expected
+
+
+def contexts_of(dm: InContextDataModule) -> list[str]:
+    """The validation contexts as text: the task read again, the demonstrations drawn again."""
+    from gptlab.data.formats import load_task
+    from gptlab.data.prompts import fewshot_contexts
+
+    _, data = load_task(dm.spec)
+    return fewshot_contexts(dm.prompt, data["validation"], data["train"], dm.k, dm.fewshot_seed, False)
+
+
+def test_demonstrations_come_from_the_full_training_split_whatever_train_limit(toy: dict[str, Any]) -> None:
+    full = InContextDataModule(toy, block_size=64, batch_size=4, k=3)
+    limited = InContextDataModule({**toy, "train_limit": 5}, block_size=64, batch_size=4, k=3)
+    full.setup(), limited.setup()
+    assert limited.num_train_examples == full.num_train_examples == 30
+    assert [r.context for r in limited.requests("validation")] == [r.context for r in full.requests("validation")]
+    zero = InContextDataModule(toy, block_size=64, batch_size=4, k=0)
+    zero.setup()
+    assert zero.num_train_examples == 0
+
+
+def test_without_a_training_split_demonstrations_come_from_the_eval_split_without_the_example(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = write_task(tmp_path, {"validation": sentences(6, 2)})
+    dm = InContextDataModule(task, block_size=256, batch_size=4, k=5)
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    assert "no 'train' split: demonstrations come from its 'validation' split" in caplog.text
+    for example, request in zip(sentences(6, 2), dm.requests("validation")):
+        # 5 demonstrations out of the 5 other examples: every one but the evaluated example
+        text = get_tokenizer().decode(request.context)
+        assert text.count("\nAnswer:") == 6 and text.count(example["sentence"] + "\n") == 1
+    error = r"regime.k=6: task 'toy' has only 5 demonstration examples in its 'validation' split besides the evaluated"
+    with pytest.raises(ValueError, match=error):
+        InContextDataModule(task, block_size=256, batch_size=4, k=6).setup()
+
+
+def test_eval_batches_are_sharded_over_ranks_without_duplicates(toy: dict[str, Any]) -> None:
+    dm = InContextDataModule(toy, block_size=64, batch_size=3, k=1)
+    dm.setup()
+    seen = []
+    for rank in range(2):
+        dm.trainer = types.SimpleNamespace(global_rank=rank, world_size=2)  # what the module reads
+        seen += [i for batch in dm.val_dataloader()[0].sampler for i in batch]
+    assert sorted(seen) == list(range(N_EVAL))
+
+
+def test_bad_inputs_before_scoring(toy: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"regime.k=31: task 'toy' has only 30 demonstration examples in its 'train' split$"):
+        InContextDataModule(toy, block_size=64, batch_size=4, k=31).setup()
+    missing = {**toy, "prompt": {**toy["prompt"], "template": "{sentence}\nAnswer:"}}
+    with pytest.raises(ValueError, match=r"reads field\(s\) \['sentence'\].*available fields: \['label', 'text'\]"):
+        InContextDataModule(missing, block_size=64, batch_size=4).setup()
+    with pytest.raises(ValueError, match="no prompt named 'gpt3'; valid prompts: qa"):
+        InContextDataModule(toy, block_size=64, batch_size=4, prompt="gpt3")
+    with pytest.raises(ValueError, match=r"3 choices \['a', 'b', 'c'\] for 2 labels"):
+        three = {**toy, "prompt": {**toy["prompt"], "choices": ["a", "b", "c"]}}
+        InContextDataModule(three, block_size=64, batch_size=4)
+    with pytest.raises(ValueError, match="task 'toy' has no prompt"):
+        InContextDataModule({**toy, "prompt": None}, block_size=64, batch_size=4)
+    with pytest.raises(ValueError, match="integer >= 0"):
+        InContextDataModule(toy, block_size=64, batch_size=4, k=-1)
+
+
+# ----------------------------------------------------------------------------- chance levels
+
+
+def test_chance_levels_by_hand() -> None:
+    spec = TaskSpec(name="t", kind="similarity", format="demo", labels=["no", "yes"], metrics=["acc", "f1"])
+    train = [{"label": y} for y in (0, 1, 1, 0, 1)]  # majority: yes (1)
+    evaluation = [{"label": y} for y in (1, 0, 1, 1)]
+    # always "yes": 3 of 4 right; F1 = 2·(3/4)·1 / (3/4 + 1) = 6/7
+    assert chance_levels(spec, train, evaluation) == pytest.approx({"acc": 0.75, "acc_norm": 0.75, "f1": 6 / 7})
+    negative = [{"label": y} for y in (0, 0, 1)]
+    assert chance_levels(spec, negative, evaluation)["f1"] == 0.0  # "no" never finds a positive
+    assert majority_label([{"label": y} for y in (2, 0, 2, 0, 1)]) == 0  # a tie goes to the smaller id
+    mc = TaskSpec(name="m", kind="multiple_choice", format="demo", metrics=["acc"])
+    examples = [{"choices": ["a"] * n, "label": 0} for n in (2, 4, 5)]
+    uniform = (1 / 2 + 1 / 4 + 1 / 5) / 3
+    assert chance_levels(mc, None, examples) == pytest.approx({"acc": uniform, "acc_norm": uniform})
+    sts = TaskSpec(name="s", kind="similarity", format="demo", regression=True, metrics=["pearson"])
+    assert chance_levels(sts, [{"label": 1.0}], [{"label": 2.0}]) == {"pearson": None, "acc": None, "acc_norm": None}
+
+
+def test_finetune_rows_carry_the_chance_level(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "regime=finetune", "task=demo_nextsent")
+    trainer = types.SimpleNamespace(val_dataloaders=[types.SimpleNamespace(dataset=[0] * 160)])
+    datamodule = types.SimpleNamespace(eval_splits=["validation"], num_train_examples=400)
+    rows = {r.metric: r for r in result_rows(cfg, {"val/acc": 0.6, "val/loss": 0.7}, datamodule, trainer)}
+    assert rows["acc"].chance == 0.5 and rows["loss"].chance is None  # balanced labels
+    assert rows["acc"].k is None and rows["acc"].prompt is None
+
+
+# ----------------------------------------------------------------------------- the Hydra app
+
+
+def incontext_cfg(tmp_path: Path, *overrides: str):
+    return make_cfg(tmp_path, "regime.batch_size=32", "regime.global_batch_size=32", *overrides)
+
+
+def saved_checkpoint(path: Path) -> Path:
+    """A gptlab checkpoint of a seeded gpt-nano, as a pre-training run would write it."""
+    torch.manual_seed(11)
+    model = GPT.from_name("gpt-nano")
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, CONFIG_KEY: model.config.to_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "regime, task, k, prompt, n_choices",
+    [
+        ("zero_shot", "demo_topic", 0, "topic", 4),
+        ("one_shot", "demo_continuation", 1, "continuation", 4),
+        ("few_shot", "demo_topic", 3, "statement", 4),
+    ],
+)
+def test_hydra_incontext_run_writes_result_rows(
+    regime: str, task: str, k: int, prompt: str, n_choices: int, tmp_path: Path
+) -> None:
+    ckpt = saved_checkpoint(tmp_path / "nano.ckpt")
+    overrides = [f"regime={regime}", f"task={task}", f"model.init_from={ckpt}", "+trainer.limit_val_batches=1"]
+    if regime == "few_shot":
+        overrides += [f"regime.k={k}", f"regime.prompt={prompt}"]
+    metrics = train(incontext_cfg(tmp_path, *overrides))
+    assert set(metrics) == {"val/acc", "val/acc_norm", "val/n_truncated"}
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    assert {r["metric"] for r in rows} == {"acc", "acc_norm", "n_truncated"}
+    for row in rows:
+        keys = (row["task"], row["regime"], row["k"], row["fewshot_seed"], row["prompt"])
+        assert keys == (task, regime, k, 1234, prompt)
+        assert (row["init"], row["split"], row["n_eval"]) == (str(ckpt), "validation", 160)
+        assert row["n_train_examples"] == (400 if k else 0)
+        assert row["chance"] == (None if row["metric"] == "n_truncated" else pytest.approx(1 / n_choices))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+
+
+def test_hydra_few_shot_on_real_copa(tmp_path: Path, shared_data: Path) -> None:
+    cfg = incontext_cfg(
+        tmp_path,
+        "regime=few_shot",
+        "regime.k=2",
+        "task=copa",
+        f"paths.data_dir={shared_data}",
+        "+trainer.limit_val_batches=1",
+    )
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["val/n_truncated"] == 0
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    acc = next(r for r in rows if r["metric"] == "acc")
+    keys = (acc["k"], acc["prompt"], acc["n_eval"], acc["n_train_examples"], acc["chance"])
+    assert keys == (2, "lm-eval", 500, 500, 0.5)
+
+
+def test_zero_shot_on_a_language_modelling_task_reports_perplexity(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = incontext_cfg(tmp_path, "regime=zero_shot", "task=demo_corpus", "regime.perplexity.datamodule.val_windows=4")
+    with caplog.at_level(logging.INFO, logger="gptlab"):
+        metrics = train(cfg)
+    assert "reports its perplexity" in caplog.text
+    assert metrics["val/ppl"] == pytest.approx(torch.tensor(metrics["val/loss"]).exp().item(), rel=1e-5)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    keys = {(r["metric"], r["regime"], r["k"], r["chance"]) for r in rows}
+    assert keys == {("loss", "zero_shot", 0, None), ("ppl", "zero_shot", 0, None)}
+
+
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        (["regime=zero_shot", "task=stsb"], "task 'stsb' is not supported in context: it is a regression task"),
+        (["regime=few_shot", "task=conll2003"], "task 'conll2003' is NER"),
+        (["regime=one_shot", "task=demo_corpus"], "language-modelling task.*only regime=zero_shot runs it"),
+        (["regime=few_shot", "task=sst2", "regime.prompt=gpt2"], "no prompt named 'gpt2'; valid prompts: lm-eval, gpt1-very"),
+        (["regime=few_shot", "regime.fit=true"], "never train"),
+    ],
+)
+def test_unsupported_runs_are_refused_before_anything_is_built(
+    overrides: list[str], error: str, tmp_path: Path
+) -> None:
+    cfg = incontext_cfg(tmp_path, "task=demo_topic", *overrides)
+    with pytest.raises(ValueError, match=error):
+        check_config(cfg)
+
+
+def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    cfg = incontext_cfg(tmp_path, "regime=zero_shot", "task=demo_topic", f"model.init_from={tmp_path / 'nope.ckpt'}")
+    with pytest.raises(InstantiationException, match=r"init_from='.*nope.ckpt': no such file or directory"):
+        train(cfg)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_scores_every_example_once_and_syncs_the_metrics(tmp_path: Path) -> None:
+    """Two gloo processes log the single-process metrics (rank 0 writes the rows)."""
+    import subprocess
+    import sys
+
+    def run(name: str, *overrides: str) -> dict[str, float]:
+        run_dir = tmp_path / name
+        args = [
+            f"hydra.run.dir={run_dir}",
+            "callbacks.progress_bar=null",
+            "regime=few_shot",
+            "regime.k=2",
+            "task=demo_topic",
+            "regime.global_batch_size=16",
+            "regime.batch_size=8",
+        ]
+        subprocess.run(
+            [sys.executable, "-m", "gptlab", *args, *overrides],
+            check=True, capture_output=True, timeout=600,
+        )
+        return {r["metric"]: r["value"] for r in read_results(run_dir / "results.jsonl")}
+
+    single, ddp = run("single"), run("ddp", "hardware=ddp-cpu")
+    assert set(ddp) == {"acc", "acc_norm", "n_truncated"}
+    assert ddp == pytest.approx(single, abs=1e-6)
