@@ -116,6 +116,21 @@ def test_entity_scores_follow_iob1_chunking() -> None:
     assert entity_scores(gold, pred, TAGS) == pytest.approx({"precision": 1.0, "recall": 0.75, "f1": 6 / 7})
 
 
+@pytest.mark.parametrize(
+    "target, preds",
+    [
+        ([1, 0, 0, 0], [0, 0, 0, 0]),  # one predicted class: 0/0
+        ([1, 0, 1, 1, 0, 1, 0, 1, 1, 1], [1] * 10),
+        ([1, 1, 1, 1], [0, 1, 0, 1]),  # one true class
+        ([2, 0, 1, 1, 0, 2], [2, 0, 1, 0, 0, 1]),  # defined: three classes
+    ],
+)
+def test_mcc_equals_scikit_learn_also_where_it_is_undefined(target: list[int], preds: list[int]) -> None:
+    mcc = build_metrics(spec("classification", ["mcc"], ["a", "b", "c"]))
+    mcc.update(torch.tensor(preds), torch.tensor(target))
+    assert mcc.compute()["mcc"].item() == pytest.approx(matthews_corrcoef(target, preds), abs=1e-6)
+
+
 def test_glue_metrics_match_reference_implementations() -> None:
     torch.manual_seed(0)
     target, preds = torch.randint(0, 2, (200,)), torch.randint(0, 2, (200,))

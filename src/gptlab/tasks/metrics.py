@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef
+from torchmetrics.classification import BinaryF1Score, MulticlassMatthewsCorrCoef
 from torchmetrics.metric import Metric
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
@@ -124,6 +124,21 @@ class EntityScore(Metric):
         return 2 * precision * recall / total if total else total
 
 
+class GlueMatthewsCorrCoef(MulticlassMatthewsCorrCoef):
+    """Matthews correlation, 0 where it is undefined, as GLUE (scikit-learn) reports it.
+
+    When every prediction (or every label) is one class the coefficient is 0/0; torchmetrics then
+    returns a made-up nonzero value (0.58 for four examples), which would credit a constant
+    predictor, such as a majority-class baseline or an untrained model, with skill on CoLA.
+    """
+
+    def compute(self) -> torch.Tensor:
+        predicted, actual = self.confmat.sum(dim=0), self.confmat.sum(dim=1)
+        if (predicted > 0).sum() < 2 or (actual > 0).sum() < 2:
+            return torch.zeros((), device=self.confmat.device)
+        return super().compute()
+
+
 def _labels(spec: TaskSpec) -> list[str]:
     if spec.labels is None:
         raise ValueError(f"task {spec.name!r}: NER metrics need the tag names (labels)")
@@ -135,7 +150,7 @@ MetricFactory = Callable[[TaskSpec], Metric]
 CLASS_METRICS: dict[str, MetricFactory] = {
     "acc": lambda spec: Accuracy(),
     "f1": lambda spec: BinaryF1Score(),
-    "mcc": lambda spec: MatthewsCorrCoef(task="multiclass", num_classes=spec.num_labels),
+    "mcc": lambda spec: GlueMatthewsCorrCoef(num_classes=spec.num_labels),
     "pearson": lambda spec: PearsonCorrCoef(),
     "spearman": lambda spec: SpearmanCorrCoef(),
 }
