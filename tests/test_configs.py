@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
 from gptlab.resources import config_dir, group_choices
+from gptlab.schema import validate_config
 
 
 def compose_with(*overrides: str):
@@ -22,6 +23,7 @@ def compose_with(*overrides: str):
 def test_every_hardware_profile_composes_with_a_model_and_task(name: str) -> None:
     cfg = compose_with(f"hardware={name}", "model=gpt2")
     OmegaConf.resolve(cfg)  # every interpolation and resolver must succeed
+    validate_config(cfg)
     assert cfg.trainer.accelerator in ("cpu", "gpu")
     strategy = cfg.trainer.get("strategy")
     if OmegaConf.is_dict(strategy):  # FSDP: the strategy object itself is built without a GPU
@@ -31,13 +33,16 @@ def test_every_hardware_profile_composes_with_a_model_and_task(name: str) -> Non
 
 @pytest.mark.parametrize("name", group_choices("experiment"))
 def test_every_experiment_composes(name: str) -> None:
-    OmegaConf.resolve(compose_with(f"experiment={name}"))
+    cfg = compose_with(f"experiment={name}")
+    OmegaConf.resolve(cfg)
+    validate_config(cfg)
 
 
 @pytest.mark.parametrize("name", group_choices("model"))
 def test_every_model_size_composes_and_matches_its_name(name: str) -> None:
     cfg = compose_with(f"model={name}")
     assert cfg.model.name == name
+    validate_config(cfg)
 
 
 def test_gpu_precision_falls_back_to_fp16_without_bf16() -> None:

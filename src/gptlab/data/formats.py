@@ -27,6 +27,15 @@ multiple-choice label is a 0-based index into ``choices``: the answer key's posi
 ``choice_labels`` when the task names them, else a letter (A = 0), else an integer minus
 ``options.label_base`` (1 for Story Cloze and COPA, whose files count answers from 1). Regression
 labels are floats. Anything else is a ``DataFormatError`` naming the file and line (1-based).
+
+**Encoding.** Files are UTF-8 (a leading BOM is dropped); ``options.encoding`` names another codec
+(e.g. ``cp1252``). A byte that does not decode is a ``DataFormatError`` naming the file, the line of
+the first bad byte and the option.
+
+**Skip policy.** Only blank lines are skipped: in TSV, CSV and JSON-lines files they carry no
+record (in CoNLL they separate sentences). Each split logs how many it skipped. Every other defect
+(a row with the wrong number of columns, invalid JSON or XML, a missing field, a label outside the
+label set, a non-finite regression label) is an error: no row is ever dropped or relabelled silently.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import random
 import re
 import xml.parsers.expat
@@ -132,6 +142,7 @@ class _Raw:
     examples: list[dict[str, Any]]
     locs: list[_Loc]
     tags_on_lines: bool = False  # CoNLL: a sentence's i-th tag is on line loc.number + i
+    blank_lines: int = 0  # skipped (see the skip policy in the module doc)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -202,9 +213,12 @@ def _read(spec: TaskSpec, split: str) -> _Raw:
         fields = {**_DEFAULT_FIELDS.get(fmt, {}), **spec.fields}
         options = {**_DEFAULT_OPTIONS.get(fmt, {}), **spec.options}
         _check_fields(spec, fields)
-        raw = _FILE_READERS[fmt](spec, path, _decode(path, fmt), fields, options)
+        text = _decode(path, fmt, str(options.get("encoding", "utf-8")))
+        raw = _FILE_READERS[fmt](spec, path, text, fields, options)
     if not raw.examples:
         raise DataFormatError(f"{raw.source}: no examples in split {split!r} of task {spec.name!r}")
+    if raw.blank_lines:
+        log.info("task %r, split %r: %s: skipped %d blank line(s)", spec.name, split, raw.source, raw.blank_lines)
     return raw
 
 
@@ -244,14 +258,20 @@ def _check_fields(spec: TaskSpec, fields: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- records -> examples
 
 
-def _decode(path: Path, fmt: str) -> str:
+def _decode(path: Path, fmt: str, encoding: str = "utf-8") -> str:
     data = path.read_bytes()
+    # utf-8-sig: MRPC's leading BOM is not part of the first column
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        return data.decode("utf-8-sig")  # -sig: MRPC's leading BOM is not part of the first column
+        return data.decode(codec)
+    except LookupError:
+        raise DataFormatError(f"{path}: unknown encoding {encoding!r} (task.options.encoding)") from None
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise DataFormatError(
-            f"{path}, line {line}: bytes {data[err.start:err.end]!r} are not UTF-8 ({err.reason}); "
+            f"{path}, line {line}: bytes {data[err.start:err.end]!r} are not "
+            f"{'UTF-8' if codec == 'utf-8-sig' else encoding} ({err.reason}); "
+            f"if the file is in another encoding, name it in task.options.encoding (e.g. cp1252); "
             f"expected {_describe(fmt)}"
         ) from None
 
@@ -259,6 +279,19 @@ def _decode(path: Path, fmt: str) -> str:
 def _lines(text: str) -> list[str]:
     # split("\n"), not splitlines(): the latter also breaks at \x0b, \x1c, \u2028 ... inside text.
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def _numbered_lines(text: str, raw: _Raw, whitespace_is_blank: bool) -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines; counts the blank ones in ``raw.blank_lines``.
+
+    A line of spaces is blank only where whitespace means nothing (JSON); in a TSV it is a row.
+    """
+    lines = _lines(text)
+    if lines[-1] == "":  # the file's final newline ends no blank line
+        lines.pop()
+    kept = [(n, line) for n, line in enumerate(lines, 1) if (line.strip() if whitespace_is_blank else line)]
+    raw.blank_lines += len(lines) - len(kept)
+    return kept
 
 
 def _value(record: Any, key: Any, field: str, loc: _Loc) -> Any:
@@ -315,9 +348,12 @@ def _example(
 
 def _float(value: Any, loc: _Loc) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise DataFormatError(f"{loc}: regression label {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DataFormatError(f"{loc}: regression label {value!r} is not a finite number")
+    return number
 
 
 def _choice_example(
@@ -409,8 +445,8 @@ def _read_glue_tsv(
     spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
 ) -> _Raw:
     # str.split, not csv: GLUE rows hold raw quotes that a csv reader would take for quoting.
-    rows = [(n, line.split("\t")) for n, line in enumerate(_lines(text), 1) if line]
     raw = _Raw(str(path), [], [])
+    rows = [(n, line.split("\t")) for n, line in _numbered_lines(text, raw, whitespace_is_blank=False)]
     if not rows:
         return raw
     header = bool(options.get("header", True))
@@ -455,6 +491,9 @@ def _read_csv(
     reader = csv.reader(io.StringIO(text, newline=""))  # RFC 4180 quoting: endings contain commas
     try:
         columns = next(reader, None)
+        while columns == []:  # blank lines before the header
+            raw.blank_lines += 1
+            columns = next(reader, None)
         if columns is None:
             return raw
         keys = _columns(fields, columns, True, path)
@@ -465,6 +504,8 @@ def _read_csv(
                 loc = _Loc(str(path), "line", start)
                 raw.examples.append(_example(spec, keys, options, row, loc))
                 raw.locs.append(loc)
+            else:
+                raw.blank_lines += 1
             start = reader.line_num + 1
     except csv.Error as err:
         raise DataFormatError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from None
@@ -520,15 +561,15 @@ def _read_jsonl(
     spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
 ) -> _Raw:
     raw = _Raw(str(path), [], [])
-    for n, line in enumerate(_lines(text), 1):
-        if not line.strip():
-            continue
+    for n, line in _numbered_lines(text, raw, whitespace_is_blank=True):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataFormatError(
                 f"{path}, line {n}: not valid JSON ({err.msg}, column {err.colno})"
             ) from None
+        except RecursionError:  # nested deeper than Python's stack allows
+            raise DataFormatError(f"{path}, line {n}: JSON nested too deeply") from None
         loc = _Loc(str(path), "line", n)
         if not isinstance(record, dict):
             raise DataFormatError(f"{loc}: a JSON {type(record).__name__}, expected an object")

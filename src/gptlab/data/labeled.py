@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- examples -> token ids
 
 
-def _check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any]]) -> None:
+def check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any]]) -> None:
     """Fail early, naming the example, on a label the head cannot take (e.g. GLUE's unlabelled -1)."""
     for i, ex in enumerate(examples):
         if spec.kind == "ner":
@@ -178,7 +178,7 @@ class Collator:
         return batch
 
 
-class _Examples(Dataset):
+class IndexedExamples(Dataset):
     """A split's examples, indexed by a whole batch of indices (the samplers below yield batches)."""
 
     def __init__(self, examples: list[Transformed]) -> None:
@@ -213,6 +213,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batch_size, self.bucket_size, self.seed = batch_size, bucket_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        # (epoch, batches) already trained when a checkpoint was taken mid-epoch: the resumed
+        # epoch yields only its remaining batches, as Lightning's restored progress expects
+        self.resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -235,8 +238,11 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.epoch_batches(self.epoch)
+        skip = 0
+        if self.resume is not None and self.resume[0] == self.epoch:
+            skip, self.resume = self.resume[1], None
         # Round-robin over ranks, wrapping around so that every rank gets len(self) batches.
-        for k in range(len(self)):
+        for k in range(skip, len(self)):
             yield batches[(k * self.world_size + self.rank) % len(batches)]
 
 
@@ -288,6 +294,7 @@ class LabeledDataModule(L.LightningDataModule):
         self.dropped_words: dict[str, int] = {}
         self._splits: dict[str, list[Transformed]] = {}
         self._collate = Collator(self.spec.kind, self.spec.regression)
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
@@ -305,7 +312,7 @@ class LabeledDataModule(L.LightningDataModule):
         for split in dict.fromkeys(wanted):  # a split named twice is read once
             if split not in examples:
                 continue
-            _check_labels(spec, split, examples[split])
+            check_labels(spec, split, examples[split])
             data = transform_examples(spec, examples[split], self.block_size)
             self.truncated[split] = sum(ex.truncated for ex in data)
             if spec.kind == "ner":
@@ -345,7 +352,7 @@ class LabeledDataModule(L.LightningDataModule):
 
     def _loader(self, data: list[Transformed], sampler: Sampler | list[list[int]]) -> DataLoader:
         return DataLoader(
-            _Examples(data),
+            IndexedExamples(data),
             sampler=sampler,
             batch_size=None,  # the sampler yields whole batches of indices
             collate_fn=self._collate,
@@ -359,7 +366,23 @@ class LabeledDataModule(L.LightningDataModule):
         sampler = BucketBatchSampler(
             [ex.max_length for ex in data], self.batch_size, self.bucket_size, self.seed, rank, world_size
         )
+        sampler.resume, self._resume = self._resume, None
         return self._loader(data, sampler)
+
+    # -- checkpointing: where in which epoch training stopped, so a resumed fit trains the rest
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {
+            "epoch": trainer.current_epoch,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._resume = (state_dict["epoch"], state_dict["batches_done"])
 
     def val_dataloader(self) -> list[DataLoader]:
         rank, world_size = self._rank_world()

@@ -29,5 +29,5 @@ class FiniteLossGuard(pl.Callback):
                 f"training loss is {float(loss)} at step {trainer.global_step} (batch {batch_idx} of "
                 f"epoch {trainer.current_epoch}); stopped. The last good checkpoint is in "
                 f"{getattr(trainer.checkpoint_callback, 'dirpath', None)}; lower the learning rate or "
-                f"check the data, then resume with ckpt_path=<that checkpoint>"
+                f"check the data, then resume with ckpt_path=last (the newest valid checkpoint there)"
             )

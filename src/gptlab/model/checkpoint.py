@@ -2,10 +2,16 @@
 
 Every gptlab LightningModule keeps its backbone as ``self.model`` and writes the backbone's
 ``GPTConfig`` under ``CONFIG_KEY``, so any of them (pre-trained or fine-tuned) can seed a new run.
+
+Reading is safe and checked: ``torch.load(weights_only=True)`` never runs pickled code, and the
+CRC32 of every record of the zip archive is verified first, because ``torch.load`` itself reads a
+flipped byte in tensor data as a silently wrong weight. Any unreadable file is a
+``CheckpointError`` naming it.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +23,35 @@ CONFIG_KEY = "gptlab_model_config"
 BACKBONE_PREFIX = "model."
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint without executing pickled code; name the file when it is unreadable."""
+class CheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt or unsafe to load; the message names the file."""
+
+
+def verify_checkpoint_archive(path: str | Path) -> None:
+    """Check that ``path`` is a complete ``torch.save`` zip archive whose records match their CRC32."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a torch checkpoint ({err})") from err
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad!r} fails its CRC check")
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a verified checkpoint without executing pickled code; ``CheckpointError`` names a bad file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    verify_checkpoint_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated/corrupt/unsafe files
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe (code-carrying) files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
+    return checkpoint
 
 
 def backbone_state_dict(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
+from gptlab.model.checkpoint import CheckpointError
 from gptlab.model.gpt import GPT, GPTConfig
 
 GPT2_EOS = 50256
@@ -102,11 +103,22 @@ def read_hf_gpt2(path_or_id: str) -> tuple[dict[str, Any], dict[str, torch.Tenso
         raise FileNotFoundError(f"{directory} holds neither model.safetensors nor pytorch_model.bin")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        if file.suffix == ".safetensors":
-            state.update(load_file(file))
-        else:  # weights_only: a .bin is a pickle, and we never run code from a downloaded file
-            state.update(torch.load(file, map_location="cpu", weights_only=True))
+        state.update(_read_weight_file(file))
     return json.loads(config_file.read_text()), state
+
+
+def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
+    """One weight file's tensors; never runs code from it. A bad file is a ``CheckpointError`` naming it."""
+    try:
+        if file.suffix == ".safetensors":
+            return load_file(file)
+        # weights_only: a .bin is a pickle, and we never run code from a downloaded file
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors and torch raise several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read weights {file}: {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"weights {file} hold a {type(state).__name__}, not a dict of tensors")
+    return state
 
 
 def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: Any) -> GPTConfig:

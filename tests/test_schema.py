@@ -1,0 +1,224 @@
+"""Config schemas: bad keys, types and values fail at start-up, naming the key and what it allows."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import inspect
+import re
+import typing
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class, get_method
+from omegaconf import DictConfig, OmegaConf
+
+import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
+from gptlab.cli.train import train
+from gptlab.model.gpt import GPTConfig
+from gptlab.resources import config_dir, group_choices
+from gptlab.schema import (
+    REGIME_SCHEMAS,
+    ConfigError,
+    InContextRegimeSchema,
+    ModelSchema,
+    PerplexitySchema,
+    TaskSchema,
+    validate_config,
+)
+from gptlab.tasks.spec import TaskSpec
+
+# a task each regime runs
+GROUPS = ("model", "task", "regime", "debug", "hardware", "experiment", "hparams_search")
+REGIME_TASK = {"pretrain": "demo_corpus", "finetune": "sst2", "zero_shot": "sst2", "one_shot": "sst2", "few_shot": "sst2"}
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(groups: tuple[str, ...]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=["paths.output_dir=unused", *groups])
+
+
+def compose_with(*overrides: str) -> DictConfig:
+    """The composed config; group choices (``regime=finetune``) are composed once per test session,
+    value overrides are applied to a copy with Hydra's own override parser."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups = tuple(o.input_line for o in parsed if "." not in o.key_or_group and o.key_or_group in GROUPS)
+    cfg = copy.deepcopy(_composed(groups))
+    for o in parsed:
+        if o.input_line not in groups:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False, force_add=o.is_add())
+    return cfg
+
+
+def errors_of(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_with(*overrides))
+    return str(err.value)
+
+
+@pytest.mark.parametrize("regime", group_choices("regime"))
+@pytest.mark.parametrize("debug", [None, "fast"])
+def test_every_regime_validates_alone_and_under_debug(regime: str, debug: str | None) -> None:
+    overrides = [f"regime={regime}", f"task={REGIME_TASK[regime]}", *([f"debug={debug}"] if debug else [])]
+    validate_config(compose_with(*overrides))
+
+
+@pytest.mark.parametrize("task", group_choices("task"))
+def test_every_task_validates(task: str) -> None:
+    validate_config(compose_with(f"task={task}"))
+
+
+@pytest.mark.parametrize("search", group_choices("hparams_search"))
+def test_every_hparams_search_validates(search: str) -> None:
+    validate_config(compose_with(f"hparams_search={search}"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # pretrain module ranges
+        (["regime.module.lr=-1"], "regime.module.lr=-1: must be > 0"),
+        (["regime.module.lr=0"], "regime.module.lr=0: must be > 0"),
+        (["regime.module.weight_decay=-0.1"], "regime.module.weight_decay=-0.1: must be >= 0"),
+        (["regime.module.warmup_steps=-5"], "regime.module.warmup_steps=-5: must be >= 0"),
+        (["regime.module.min_lr_ratio=0"], "regime.module.min_lr_ratio=0: must be in (0, 1]"),
+        (["regime.module.min_lr_ratio=1.5"], "regime.module.min_lr_ratio=1.5: must be in (0, 1]"),
+        (["regime.module.betas=[0.9,1.0]"], "regime.module.betas[1]=1.0: must be in [0, 1)"),
+        (["regime.module.betas=[0.9]"], "regime.module.betas=[0.9]: expected 2 values"),
+        (["regime.module.lr=abc"], "regime.module.lr=abc: expected a finite number"),
+        (["regime.module.lr=nan"], "regime.module.lr=nan: expected a finite number"),
+        # finetune module ranges
+        (["regime=finetune", "task=sst2", "regime.module.lm_lambda=-0.5"], "regime.module.lm_lambda=-0.5: must be >= 0"),
+        (["regime=finetune", "task=sst2", "regime.module.warmup_ratio=1"], "regime.module.warmup_ratio=1: must be in [0, 1)"),
+        (["regime=finetune", "task=sst2", "regime.module.classifier_dropout=1.0"],
+         "regime.module.classifier_dropout=1.0: must be in [0, 1)"),
+        (["regime=finetune", "task=sst2", "regime.datamodule.eval_batch_size=0"],
+         "regime.datamodule.eval_batch_size=0: must be > 0"),
+        # batch sizes, seeds
+        (["regime.batch_size=0"], "regime.batch_size=0: must be > 0"),
+        (["regime.global_batch_size=-8"], "regime.global_batch_size=-8: must be > 0"),
+        (["regime.batch_size=2.5"], "regime.batch_size=2.5: expected an integer"),
+        (["seed=-1"], "seed=-1: must be in [0, 4294967295]"),
+        (["seed=4294967296"], "seed=4294967296: must be in [0, 4294967295]"),
+        (["seed=one"], "seed=one: expected an integer"),
+        # in-context regimes
+        (["regime=few_shot", "task=sst2", "regime.k=-1"], "regime.k=-1: must be >= 0"),
+        (["regime=few_shot", "task=sst2", "regime.k=two"], "regime.k=two: expected an integer"),
+        (["regime=few_shot", "task=sst2", "regime.fit=maybe"], "regime.fit=maybe: expected true or false"),
+        (["regime=few_shot", "task=sst2", "regime.prompt=5"], "regime.prompt=5: expected a string or null"),
+        (["regime=zero_shot", "task=sst2", "regime.k=3"], "regime.k=3: regime zero_shot takes k=0"),
+        (["regime=one_shot", "task=sst2", "regime.k=0"], "regime.k=0: regime one_shot takes k=1"),
+        # model
+        (["model.dropout=1.0"], "model.dropout=1.0: must be in [0, 1)"),
+        (["model.dropout=-0.1"], "model.dropout=-0.1: must be in [0, 1)"),
+        (["model.n_layer=0"], "model.n_layer=0: must be > 0"),
+        (["model.norm=mid"], "model.norm=mid: must be one of pre, post"),
+        (["model.attention=sparse"], "model.attention=sparse: must be one of dense, alternating"),
+        (["model.bias=yes"], "model.bias=yes: expected true or false"),
+        (["model.n_head=5"], "model: GPTConfig: n_embd=48 is not divisible by n_head=5"),
+        # task
+        (["task.kind=poetry"], "task.kind=poetry: must be one of lm, classification"),
+        (["task.format=csv"], "task.format=csv: must be one of text, lines, jsonl, json, parquet, embedded"),
+        (["task.val_fraction=1.0"], "task.val_fraction=1.0: must be in (0, 1)"),
+        (["regime=finetune", "task=sst2", "task.train_limit=0"], "task.train_limit=0: must be >= 1"),
+        (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, conll"),
+        # sample
+        (["sample.temperature=0"], "sample.temperature=0: must be > 0"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(overrides: list[str], message: str) -> None:
+    assert message in errors_of(*overrides)
+
+
+@pytest.mark.parametrize(
+    ("node", "overrides"),
+    [
+        ("regime.module", ["+regime.module.lrr=0.1"]),
+        ("regime.datamodule", ["+regime.datamodule.batchsize=4"]),
+        ("regime.module", ["regime=finetune", "task=sst2", "+regime.module.lm_lamda=0.1"]),
+        ("regime.datamodule", ["regime=few_shot", "task=sst2", "+regime.datamodule.shots=3"]),
+        ("regime.module", ["regime=zero_shot", "task=sst2", "+regime.module.k=3"]),
+        ("regime", ["regime=few_shot", "task=sst2", "+regime.num_shots=3"]),
+        ("model", ["+model.n_layers=4"]),
+        ("task", ["+task.lables=[a,b]"]),
+    ],
+)
+def test_unknown_keys_are_named_with_the_valid_ones(node: str, overrides: list[str]) -> None:
+    unknown = overrides[-1][1:].split("=")[0]
+    text = errors_of(*overrides)
+    line = next(line for line in text.splitlines() if unknown in line)
+    assert f"{unknown}: unknown key; valid keys:" in line
+    # the valid keys listed are the schema's, which a test below ties to the class's parameters
+    assert line.split("valid keys: ")[1].split(", ")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = errors_of("regime.module.lr=-1", "model.norm=mid", "seed=-1", "+regime.datamodule.x=1")
+    assert [line.strip().split(":")[0] for line in text.splitlines()[1:]] == [
+        "seed=-1", "model.norm=mid", "regime.datamodule.x", "regime.module.lr=-1",
+    ]
+
+
+def test_unknown_regime_name_lists_the_known_ones() -> None:
+    assert f"regime.name=mine: must be one of {', '.join(REGIME_SCHEMAS)}" in errors_of("regime.name=mine")
+
+
+def test_a_bad_config_fails_before_any_data_is_read(tmp_path: Path) -> None:
+    cfg = compose_with(
+        "task=tinyshakespeare", f"paths.data_dir={tmp_path / 'missing'}", "regime.module.lr=-1",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    with pytest.raises(ConfigError, match=re.escape("regime.module.lr=-1: must be > 0")):
+        train(cfg)  # not FileNotFoundError: the data would have been read later
+    assert not (tmp_path / "cache").exists()
+
+
+# ----------------------------------------------------------------------------- schemas vs. code
+
+
+def _regime_targets() -> dict[str, tuple[type, str, str]]:
+    """(schema, module target, datamodule target) for each regime file."""
+    out = {}
+    for name in group_choices("regime"):
+        regime = compose_with(f"regime={name}", f"task={REGIME_TASK[name]}").regime
+        out[name] = (REGIME_SCHEMAS[regime.name], regime.module._target_, regime.datamodule._target_)
+        if "perplexity" in regime:
+            pp = regime.perplexity
+            out[f"{name}.perplexity"] = (PerplexitySchema, pp.module._target_, pp.datamodule._target_)
+    return out
+
+
+def _fields(schema: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(schema)}
+
+
+def _parameters(target: str) -> set[str]:
+    return set(inspect.signature(get_class(target)).parameters)
+
+
+@pytest.mark.parametrize("regime", sorted(_regime_targets()))
+def test_module_and_datamodule_schemas_list_exactly_the_constructor_parameters(regime: str) -> None:
+    schema, module, datamodule = _regime_targets()[regime]
+    hints = typing.get_type_hints(schema)
+    for node, target in (("module", module), ("datamodule", datamodule)):
+        node_schema = typing.get_args(hints[node])[0] if typing.get_args(hints[node]) else hints[node]
+        assert _fields(node_schema) - {"_target_"} == _parameters(target), (regime, node, target)
+
+
+def test_model_schema_lists_the_build_arguments() -> None:
+    build = inspect.signature(get_method(compose_with().model._target_)).parameters
+    expected = {f.name for f in dataclasses.fields(GPTConfig)} | {n for n in build if n != "config"}
+    assert _fields(ModelSchema) - {"_target_"} == expected
+
+
+def test_task_schema_lists_the_task_spec_fields_and_text_field() -> None:
+    assert _fields(TaskSchema) == {f.name for f in dataclasses.fields(TaskSpec)} | {"text_field"}
+
+
+def test_in_context_schema_has_the_regime_keys_the_yaml_sets() -> None:
+    regime = compose_with("regime=few_shot", "task=sst2").regime
+    assert set(regime) == _fields(InContextRegimeSchema)
