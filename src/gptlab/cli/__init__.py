@@ -12,3 +12,6 @@ def mixed_precision() -> str:
 
 
 OmegaConf.register_new_resolver("gptlab.mixed_precision", mixed_precision, replace=True)
+
+# the sweep's resolvers: job directory names (hydra.sweep.subdir) and the W&B group
+from gptlab.cli import sweep as _sweep  # noqa: E402,F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -9,11 +10,21 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.fabric.utilities.seed import reset_seed
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptlab.cli.sweep import SweepJob, optimized_value
+from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_run_finished
+from gptlab.data.incontext import check_incontext_task
+from gptlab.lit.checkpoint_io import newest_valid_checkpoint
+from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
+from gptlab.schema import validate_config
+from gptlab.tasks.chance import task_chance_levels
+from gptlab.tasks.spec import TaskSpec
 
 log = logging.getLogger("gptlab")
 
@@ -26,27 +37,33 @@ def world_size(trainer_cfg: DictConfig) -> int:
     """Processes the configured Trainer will run (devices × nodes)."""
     devices = trainer_cfg.get("devices", 1)
     if devices in ("auto", -1, "-1"):
-        import torch
-
         devices = max(1, torch.cuda.device_count()) if trainer_cfg.get("accelerator") != "cpu" else 1
     elif isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         devices = len(devices)
     return int(devices) * int(trainer_cfg.get("num_nodes", 1))
 
 
-def gradient_accumulation(global_batch: int, micro_batch: int, world: int) -> int:
-    """Micro-batches to accumulate so that every optimizer step sees ``global_batch`` sequences."""
-    per_step = micro_batch * world
-    if global_batch <= 0 or micro_batch <= 0 or global_batch % per_step:
+def split_global_batch(global_batch: int, max_micro_batch: int, world: int) -> tuple[int, int]:
+    """(per-device micro-batch, micro-batches to accumulate) so that every optimizer step sees
+    exactly ``global_batch`` examples on ``world`` processes, whatever the world size.
+
+    ``max_micro_batch`` (``regime.batch_size``) caps what one device holds at once; the fewest
+    accumulation steps that split each process's share evenly are used.
+    """
+    if global_batch <= 0 or max_micro_batch <= 0 or global_batch % world:
         raise ValueError(
-            f"regime.global_batch_size={global_batch} must be a positive multiple of "
-            f"regime.batch_size × world size = {micro_batch} × {world}"
+            f"regime.global_batch_size={global_batch} must be a positive multiple of the world size "
+            f"{world} (devices × nodes), and regime.batch_size={max_micro_batch} positive"
         )
-    return global_batch // per_step
+    share = global_batch // world
+    accumulate = next(n for n in range(-(-share // max_micro_batch), share + 1) if share % n == 0)
+    return share // accumulate, accumulate
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse combinations that cannot run, before any data is read or model built."""
+    if "k" in cfg.regime:
+        check_incontext_config(cfg)
     kinds = list(cfg.regime.task_kinds)
     if cfg.task.kind not in kinds:
         raise ValueError(
@@ -61,26 +78,66 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
+def check_incontext_config(cfg: DictConfig) -> None:
+    """The in-context regimes (they have ``regime.k``): nothing trains, and the task can be scored
+    with its prompt (or, kind lm at k = 0, measured by perplexity). That k matches the regime's
+    name (zero_shot: 0, one_shot: 1) is the schema's check (``gptlab.schema``)."""
+    regime = cfg.regime
+    if regime.get("fit", False):
+        raise ValueError(
+            f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
+            "is (model.init_from) and never train"
+        )
+    if cfg.task.kind != "lm" or regime.k != 0:
+        check_incontext_task(TaskSpec.from_config(cfg.task), regime.k, regime.get("prompt"))
+
+
+def perplexity_config(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with the regime's ``perplexity`` DataModule and module: zero-shot on an lm task."""
+    cfg = copy.deepcopy(cfg)
+    cfg.regime.datamodule = cfg.regime.perplexity.datamodule
+    cfg.regime.module = cfg.regime.perplexity.module
+    return cfg
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means this run dir's ``checkpoints/last.ckpt``; a path must exist."""
+    """``last``: the newest checkpoint in this run dir's ``checkpoints/`` that verifies (a truncated
+    or corrupt newer one is skipped with a warning). A path must exist and verify, else the error
+    names it."""
     if ckpt_path is None:
         return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if ckpt_path == "last":
+        directory = output_dir / "checkpoints"
+        newest = newest_valid_checkpoint(directory)
+        if newest is None:
+            raise FileNotFoundError(f"ckpt_path=last: no valid checkpoint in {directory}")
+        return str(newest)
+    path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+    verify_checkpoint_archive(path)
     return str(path)
 
 
 def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """Instantiate the DataModule, LightningModule and Trainer that ``cfg`` describes."""
     check_config(cfg)
-    datamodule = instantiate(cfg.regime.datamodule, _convert_="partial")
-    module = instantiate(cfg.regime.module, _convert_="partial")
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    accumulate = gradient_accumulation(
+    micro_batch, accumulate = split_global_batch(
         cfg.regime.global_batch_size, cfg.regime.batch_size, world_size(cfg.trainer)
     )
+    if micro_batch != cfg.regime.batch_size:  # the DataModules read ${regime.batch_size}
+        log.info("regime.batch_size=%d per device (global batch %d)", micro_batch, cfg.regime.global_batch_size)
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            cfg.regime.batch_size = micro_batch
+    datamodule = instantiate(cfg.regime.datamodule, _convert_="partial")
+    module = instantiate(cfg.regime.module, _convert_="partial")
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
+    module.model.activation_checkpointing = bool(cfg.get("activation_checkpointing", False))
+    if cfg.get("compile", False) and cfg.regime.get("fit", True):  # scoring alone never pays it back
+        module.model.compile_training()
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, accumulate_grad_batches=accumulate
     )
@@ -89,16 +146,32 @@ def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate the final weights, write ``results.jsonl``; returns the final metrics."""
+    validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    if "perplexity" in cfg.regime and cfg.task.kind == "lm":
+        log.info(
+            "task=%s is a language-modelling task: regime=%s reports its perplexity on the validation "
+            "split (val/loss, val/ppl) instead of scoring answers",
+            cfg.task.name, cfg.regime.name,
+        )
+        cfg = perplexity_config(cfg)
     datamodule, module, trainer = build_all(cfg)
+    log_resolved_config(trainer.loggers, cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if cfg.regime.get("fit", True):
+        # DDP re-seeds every process when it starts; doing the same on one device makes what is
+        # drawn from here on (a task head's init in setup) the same for any number of devices
+        reset_seed()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    else:
+        log.info("regime=%s: no training (regime.fit=false), validating the backbone as it is", cfg.regime.name)
     metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
     if trainer.is_global_zero:
         rows = result_rows(cfg, metrics, datamodule, trainer)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)
+        log_results_table(trainer.loggers, rows)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         print(f"[gptlab] {cfg.task.name} / {cfg.regime.name} / {cfg.model.name}: {summary}")
         print(f"[gptlab] run dir: {output_dir}")
@@ -125,9 +198,18 @@ def eval_split_sizes(datamodule: pl.LightningDataModule, trainer: pl.Trainer) ->
 def result_rows(
     cfg: DictConfig, metrics: dict[str, float], datamodule: pl.LightningDataModule, trainer: pl.Trainer
 ) -> list[ResultRow]:
-    """One row per logged ``val/<metric>`` (first eval split) or ``val/<split>/<metric>``."""
+    """One row per logged ``val/<metric>`` (first eval split) or ``val/<split>/<metric>``.
+
+    In-context rows (the regime has ``k``) record ``k``, ``fewshot_seed`` and the prompt's name.
+    Labelled tasks get the metric's ``chance`` level (``gptlab.tasks.chance``), from the
+    DataModule's ``chance_levels`` when it has them, else read from the task's data.
+    """
     splits = eval_split_sizes(datamodule, trainer)
     first = next(iter(splits))
+    incontext = "k" in cfg.regime
+    chance = getattr(datamodule, "chance_levels", None)
+    if chance is None:
+        chance = task_chance_levels(TaskSpec.from_config(cfg.task)) if cfg.task.get("kind") else {}
     rows = []
     for name, value in metrics.items():
         if not name.startswith("val/"):
@@ -147,6 +229,10 @@ def result_rows(
                 seed=cfg.seed,
                 n_train_examples=getattr(datamodule, "num_train_examples", None),
                 n_eval=splits.get(split),
+                k=cfg.regime.k if incontext else None,
+                fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
+                prompt=getattr(datamodule, "prompt_name", None) if incontext else None,
+                chance=chance.get(split, {}).get(metric),
             )
         )
     return rows
@@ -171,8 +257,16 @@ def print_samples(model: Any, sample_cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    """One run, or one job of a multirun (skipped when already complete, its failure recorded
+    rather than raised); returns ``optimized_metric`` for sweepers such as Optuna."""
+    job = SweepJob.current(cfg)
+    metrics = tracked_train(cfg) if job is None else job.run(tracked_train, cfg)
+    return optimized_value(metrics, cfg.get("optimized_metric"))
+
+
+def tracked_train(cfg: DictConfig) -> dict[str, float]:
+    """``train`` with its W&B run finished however it ends."""
+    with wandb_run_finished():
+        return train(cfg)
 
 
