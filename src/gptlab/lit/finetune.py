@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from gptlab.lit.lm import param_groups
+from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
-from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.model.heads import HEAD_KINDS, TaskHead
 from gptlab.tasks.metrics import IGNORE_INDEX, build_metrics
@@ -46,7 +44,7 @@ def per_word(values: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class FinetuneModule(pl.LightningModule):
+class FinetuneModule(BackboneModule):
     """Backbone ``model`` plus a task head, trained on task loss + ``lm_lambda`` × LM loss.
 
     The head is built in ``setup`` from the DataModule's ``spec``, whose labels may be read from
@@ -162,17 +160,8 @@ class FinetuneModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            param_groups(self, hp.weight_decay),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-            fused=self.device.type == "cuda",
-        )
+        optimizer = self.adamw(hp.lr, hp.weight_decay, hp.betas, hp.eps)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(hp.warmup_ratio * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.model.config.to_dict()

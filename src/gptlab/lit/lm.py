@@ -5,22 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torchmetrics import MeanMetric
 
+from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
-from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay matrices and embeddings (>= 2-D), never biases or LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -33,7 +23,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + 0.5 * (1.0 - min_lr_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
-class LMModule(pl.LightningModule):
+class LMModule(BackboneModule):
     """Next-token prediction on (x, y) windows; logs loss, perplexity and learning rate."""
 
     def __init__(
@@ -83,19 +73,10 @@ class LMModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-            fused=self.device.type == "cuda",
-        )
+        optimizer = self.adamw(hp.lr, hp.weight_decay, hp.betas, hp.eps)
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: warmup_cosine(step, hp.warmup_steps, int(total), hp.min_lr_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.model.config.to_dict()

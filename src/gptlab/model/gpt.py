@@ -21,8 +21,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from gptlab.model.loss import linear_cross_entropy
+from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
 
 NORMS = ("pre", "post")
 ATTENTIONS = ("dense", "alternating")
@@ -229,6 +230,10 @@ class GPT(nn.Module):
             if config.norm == "pre"
             else nn.Identity()
         )
+        # Recompute each block's activations in the backward pass instead of keeping them: memory
+        # for compute, for sizes whose activations do not fit (a run-time switch, not a shape).
+        self.activation_checkpointing = False
+        self._cross_entropy = linear_cross_entropy  # see compile_training
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * config.n_layer)
         for name, p in self.named_parameters():
@@ -256,6 +261,19 @@ class GPT(nn.Module):
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # tied head counted once
         return n - self.wpe.weight.numel() if exclude_position_embeddings else n
+
+    def compile_training(self, **options: Any) -> None:
+        """``torch.compile`` the training path: every transformer block, in place, and the LM loss.
+
+        Per block, not the whole module: the blocks share one compiled graph, task heads stay
+        eager, and state-dict keys keep their names (no ``_orig_mod.``), so checkpoints of a
+        compiled run load anywhere. The loss switches from the chunked CPU kernel to the plain
+        full-logits form, which the compiler fuses better on a GPU (and which needs the memory
+        for the full logits: meant for GPUs).
+        """
+        for block in self.h:
+            block.compile(**options)
+        self._cross_entropy = torch.compile(unfused_linear_cross_entropy, **options)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer)
@@ -289,7 +307,10 @@ class GPT(nn.Module):
                 key_valid = cache.key_mask
         x = self.drop(self.wte(idx) + self.wpe(position_ids))
         for i, block in enumerate(self.h):
-            x = block(x, key_valid, cache, i)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, key_valid, cache, i, use_reentrant=False)
+            else:
+                x = block(x, key_valid, cache, i)
         return self.ln_f(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -312,4 +333,4 @@ class GPT(nn.Module):
         keep = targets != ignore_index
         if not bool(keep.all()):
             hidden, targets = hidden[keep], targets[keep]
-        return linear_cross_entropy(hidden, self.wte.weight, targets)
+        return self._cross_entropy(hidden, self.wte.weight, targets)

@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import torch
 
-# Rows per chunk: keeps a chunk's fp32 logits near 64 MB at a 50k vocabulary.
-CHUNK_ROWS = 320
+# Bytes of fp32 logits one chunk may hold: ~64 MB keeps a CPU's working set small (320 rows at
+# GPT-2's vocabulary); a GPU wants far larger matmuls to keep its tensor cores busy.
+CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 2**30}
 
 
-def _chunks(n: int, size: int) -> range:
-    return range(0, n, size)
+def _chunk_rows(hidden: torch.Tensor, weight: torch.Tensor) -> int:
+    budget = CHUNK_BYTES.get(hidden.device.type, CHUNK_BYTES["cpu"])
+    return max(1, budget // (4 * weight.size(0)))
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        n = hidden.size(0)
+        n, rows_per_chunk = hidden.size(0), _chunk_rows(hidden, weight)
+        # Under autocast the weight gradient is a tensor-core matmul too; in fp32 (CPU) it
+        # accumulates in place, without a vocabulary-sized temporary per chunk.
+        autocast = torch.is_autocast_enabled(hidden.device.type)
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
         total = hidden.new_zeros((), dtype=torch.float32)
-        for start in _chunks(n, CHUNK_ROWS):
-            h = hidden[start : start + CHUNK_ROWS]
-            t = targets[start : start + CHUNK_ROWS]
+        for start in range(0, n, rows_per_chunk):
+            h = hidden[start : start + rows_per_chunk]
+            t = targets[start : start + rows_per_chunk]
             rows = torch.arange(t.numel(), device=t.device)
             logits = (h @ weight.t()).float()
             lse = torch.logsumexp(logits, dim=-1)
@@ -36,8 +41,11 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             probs = logits.sub_(lse[:, None]).exp_()
             probs[rows, t] -= 1.0
             probs.div_(n)
-            grad_hidden[start : start + CHUNK_ROWS] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
-            grad_weight.addmm_(probs.t(), h.float())
+            grad_hidden[start : start + rows_per_chunk] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+            if autocast:
+                grad_weight += probs.t() @ h
+            else:
+                grad_weight.addmm_(probs.t(), h.float())
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return total / n
 
@@ -47,12 +55,21 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_output, grad_weight * grad_output, None
 
 
+# A hand-fused kernel already: torch.compile traces the model around it, not through it.
+@torch.compiler.disable
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (rows of ``hidden``: (N, C))."""
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _FusedLinearCrossEntropy.apply(hidden, weight, targets)
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in _chunks(hidden.size(0), CHUNK_ROWS):
-        logits = (hidden[start : start + CHUNK_ROWS] @ weight.t()).float()
-        total += torch.nn.functional.cross_entropy(logits, targets[start : start + CHUNK_ROWS], reduction="sum")
+    rows_per_chunk = _chunk_rows(hidden, weight)
+    for start in range(0, hidden.size(0), rows_per_chunk):
+        logits = (hidden[start : start + rows_per_chunk] @ weight.t()).float()
+        total += torch.nn.functional.cross_entropy(logits, targets[start : start + rows_per_chunk], reduction="sum")
     return total / hidden.size(0)
+
+
+def unfused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The same loss through the full logits, for ``torch.compile`` to fuse: on a GPU the compiler's
+    kernels beat the chunk loop, and the memory for the full logits is there."""
+    return torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, weight).float(), targets)
