@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from gptlab.lit.lm import param_groups
+from gptlab.lit.base import FUSED_ADAMW_DEVICES, param_groups
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.resources import config_dir
 
@@ -54,23 +54,38 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::bad
 
 
 def parse_args(
-    description: str, argv: Sequence[str] | None = None, warmup: int = 1, pairs: int = DEFAULT_PAIRS
+    description: str,
+    argv: Sequence[str] | None = None,
+    warmup: int = 1,
+    pairs: int = DEFAULT_PAIRS,
+    min_pairs: int = MIN_PAIRS,
+    quick_pairs: int = QUICK_PAIRS,
 ) -> argparse.Namespace:
-    """``--quick``, ``--no-write``, ``--pairs`` (default ``pairs``); ``args.warmup``: ``warmup``, 0 if quick."""
+    """``--quick``, ``--no-write``, ``--pairs`` (default ``pairs``, ``quick_pairs`` if quick);
+    ``args.warmup``: ``warmup``, 0 if quick. ``min_pairs`` is lowered below ``MIN_PAIRS`` only by a
+    script whose measurement is deterministic enough and slow, with the reason in its report."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 pairs: checks the script runs")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few pairs: checks the script runs")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--pairs", type=int, default=None, help=f"alternating pairs (default {pairs})")
     args = parser.parse_args(argv)
+    args.default_pairs = quick_pairs if args.quick else pairs
     if args.pairs is None:
-        args.pairs = QUICK_PAIRS if args.quick else pairs
-    args.default_pairs = QUICK_PAIRS if args.quick else pairs
+        args.pairs = args.default_pairs
     if args.pairs < 1:
         parser.error("--pairs must be >= 1")
-    if args.pairs < MIN_PAIRS and not (args.quick or args.no_write):
-        parser.error(f"a figure for BENCHMARKS.md needs --pairs >= {MIN_PAIRS} (or pass --no-write)")
+    if args.pairs < min_pairs and not (args.quick or args.no_write):
+        parser.error(f"a figure for BENCHMARKS.md needs --pairs >= {min_pairs} (or pass --no-write)")
     args.warmup = 0 if args.quick else warmup
     return args
+
+
+def shared_data_dir() -> Path:
+    """The real benchmark files: ``../shared/data`` beside the checkout, or ``$GPTLAB_SHARED_DATA``."""
+    root = Path(os.environ.get("GPTLAB_SHARED_DATA") or REPO.parent / "shared" / "data")
+    if not root.is_dir():
+        raise SystemExit(f"shared data folder {root} is missing (set GPTLAB_SHARED_DATA to its location)")
+    return root
 
 
 def setup_torch(seed: int = 0) -> None:
@@ -176,10 +191,14 @@ def pretrain_settings() -> dict[str, Any]:
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW as LMModule builds it on the CPU (same groups, settings from the pre-train regime)."""
+    """AdamW as LMModule builds it on the CPU (same groups, fused, settings from the pre-train regime)."""
     hp = pretrain_settings()
     return torch.optim.AdamW(
-        param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=hp["betas"], eps=hp["eps"]
+        param_groups(model, hp["weight_decay"]),
+        lr=hp["lr"],
+        betas=hp["betas"],
+        eps=hp["eps"],
+        fused=next(model.parameters()).device.type in FUSED_ADAMW_DEVICES,
     )
 
 
@@ -323,19 +342,23 @@ def load_average() -> float:
 
 @dataclass
 class Target:
-    """A figure and its target (``value >= minimum``)."""
+    """A figure and its target: a ratio ``value >= bound``, or with ``at_most`` a quantity ``value <= bound``
+    (e.g. an accuracy gap in points, or a memory in MiB)."""
 
     what: str
     value: float
-    minimum: float
+    bound: float
+    at_most: bool = False
 
     @property
     def met(self) -> bool:
-        return self.value >= self.minimum
+        return self.value <= self.bound if self.at_most else self.value >= self.bound
 
     def line(self) -> str:
         verdict = "met" if self.met else "MISSED"
-        return f"ratio {self.what} = {self.value:.2f} (target >= {self.minimum:g}): {verdict}"
+        relation = "<=" if self.at_most else ">="
+        kind = "" if self.at_most else "ratio "
+        return f"{kind}{self.what} = {self.value:.2f} (target {relation} {self.bound:g}): {verdict}"
 
 
 @dataclass

@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             "Loss: gptlab `GPT.lm_loss` (chunked fused LM-head cross-entropy over T targets); transformers "
             "`labels=x` (full logits in fp32, T-1 shifted targets). Both count B·T tokens per step.",
             "Optimizer: `torch.optim.AdamW` over `param_groups` (decay on >= 2-D tensors), lr/betas/eps/"
-            "weight decay from conf/regime/pretrain.yaml, default (for-loop) CPU implementation both sides.",
+            "weight decay from conf/regime/pretrain.yaml, fused (as gptlab's modules build it on the CPU, and "
+            "as transformers' Trainer does by default: `adamw_torch_fused`) both sides.",
         ],
     )
     if not target.met or args.quick:

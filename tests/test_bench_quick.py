@@ -13,7 +13,9 @@ import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ("lm_step", "lightning_overhead", "tokenize_cache", "mfu")
+SCRIPTS = ("lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory")
+# Scripts that read the real benchmark files.
+SHARED_DATA = ("tokenize_cache", "finetune_sst2")
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def bench_script(monkeypatch):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_quick_run_prints_its_ratio(name, bench_script, capsys, monkeypatch, request):
-    if name == "tokenize_cache":
+    if name in SHARED_DATA:
         monkeypatch.setenv("GPTLAB_SHARED_DATA", str(request.getfixturevalue("shared_data")))
     benchmarks = BENCH.parent / "BENCHMARKS.md"
     before = benchmarks.read_bytes() if benchmarks.exists() else None
@@ -43,5 +45,6 @@ def test_quick_run_prints_its_ratio(name, bench_script, capsys, monkeypatch, req
 
     out = capsys.readouterr().out
     assert re.search(r"ratio .+ = \d+\.\d+ \(target >= ", out), out[-2000:]
-    assert report.targets and all(t.value > 0 for t in report.targets)
+    # a ratio is positive; an upper-bounded figure (an accuracy gap) may be exactly 0
+    assert report.targets and all(t.value >= 0 if t.at_most else t.value > 0 for t in report.targets)
     assert (benchmarks.read_bytes() if benchmarks.exists() else None) == before  # --no-write wrote nothing

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+import re
 import subprocess
 import sys
 import time
@@ -128,6 +130,77 @@ def test_hub_source_reads_a_local_dataset_folder(tmp_path):
     dm = make_dm(tmp_path, task)
     dm.setup()
     assert sorted(split_tokens(dm, "train") + split_tokens(dm, "val")) == sorted(expected_tokens(DOCS))
+
+
+# ----------------------------------------------------------------------------- tokenizing in parallel
+
+# Characters where GPT-2's pre-tokenizer is easy to get wrong: whitespace that Python and the Rust
+# regex disagree on (\x1c, \x85), runs of spaces before "\n", contractions, non-ASCII letters and
+# digits, combining marks, literal special tokens.
+ATOMS = [" ", "  ", "\n", "\n\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u3000",
+         "\u200b", "'", "'s", "'ll", "'re", "s", "t", "a", "Z", "é", "ß", "1", "٣", "½", "!", ".", "_", "-",
+         "\u0301", "<|endoftext|>", "<|start|>", "😀", "日本", "\ufeff", "\x00", " the", "\r\n"]  # fmt: skip
+
+
+def adversarial_texts(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)  # not numpy: its string arrays drop a trailing "\x00"
+    return ["".join(rng.choices(ATOMS, k=rng.randint(1, 40))) for _ in range(count)]
+
+
+def ids_of_parts(doc: str, cuts: list[int]) -> list[int]:
+    bounds = [0, *cuts, len(doc)]
+    enc = get_tokenizer()
+    return [t for a, b in zip(bounds, bounds[1:]) for t in enc.encode_ordinary(doc[a:b])]
+
+
+def test_cutting_at_every_cut_point_keeps_the_ids_of_adversarial_text():
+    enc = get_tokenizer()
+    docs = adversarial_texts(8000) + ["a  \nb", "it's\n'll", "x \n\ny", "a\u3000\nb", "a\x1c\nb", "end \n"]
+    cut = 0
+    for doc in docs:
+        cuts = text._cut_points(doc, every=1)  # every admissible position
+        cut += len(cuts)
+        assert ids_of_parts(doc, cuts) == enc.encode_ordinary(doc), (doc, cuts)
+    assert cut > 15_000
+    # The texts are hard enough to catch a cut that is not safe: after a "\n" followed by a
+    # non-space (before whitespace such as "  \n" the pre-tokenizer keeps the run whole at the end).
+    naive = [[m.end() for m in re.finditer(r"\n(?=\S)", doc)] for doc in docs]
+    assert any(ids_of_parts(doc, c) != enc.encode_ordinary(doc) for doc, c in zip(docs, naive))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(
+    "file", ["tinyshakespeare/input.txt", "wikitext2/test.nonempty-crlf.raw", "conll2003/valid.txt"]
+)
+def test_cutting_keeps_the_ids_of_real_corpora(shared_data, file):
+    doc = (shared_data / file).read_text().replace("\r\n", "\n")  # the whole file as one document
+    whole = get_tokenizer().encode_ordinary(doc)
+    cuts = text._cut_points(doc, every=97)
+    assert len(cuts) > len(doc) // 200
+    assert ids_of_parts(doc, cuts) == whole
+    assert text.encode_documents([doc], num_threads=2).tolist() == [*whole, EOT_ID]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_encode_documents_equals_encode_ordinary_per_document(monkeypatch, threads):
+    monkeypatch.setattr(text, "MIN_UNIT_CHARS", 64)  # many units, documents cut across them
+    docs = adversarial_texts(200, seed=1) + ["", "  \n", "x" * 5000, " word" * 900]
+    encoded = text.encode_documents(docs, num_threads=threads)
+    assert encoded.dtype == np.uint16
+    assert encoded.tolist() == expected_tokens([d for d in docs if d.strip()])  # blank ones add nothing
+    assert text.encode_documents(["", " "], num_threads=threads).size == 0
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_dataset_too_large_for_memory_streams_through_datasets_map(monkeypatch, num_proc):
+    import datasets
+
+    docs = adversarial_texts(40, seed=2) + DOCS
+    dataset = datasets.Dataset.from_dict({"text": docs})
+    in_memory = text.tokenize_documents(dataset, num_proc)
+    monkeypatch.setattr(text, "IN_MEMORY_MAX_BYTES", 0)
+    streamed = text.tokenize_documents(dataset, num_proc)
+    assert streamed.tolist() == in_memory.tolist() == expected_tokens([d for d in docs if d.strip()])
 
 
 # ----------------------------------------------------------------------------- the stream
@@ -362,7 +435,7 @@ def test_bad_utf8_names_the_file(tmp_path):
 
 def test_missing_text_field_names_the_record(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
-    with pytest.raises(ValueError, match=r"a\.jsonl record 2 has no string field 'text'"):
+    with pytest.raises(ValueError, match=r"a\.jsonl, line 2 has no string field 'text'"):
         make_dm(tmp_path, {"format": "jsonl", "files": "a.jsonl"}).setup()
 
 

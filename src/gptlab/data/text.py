@@ -28,10 +28,9 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from gptlab.atomic import write_atomic
 from gptlab.data.corpus import demo_corpus_documents
+from gptlab.data.formats import DataFormatError
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,20 @@ FORMATS = {
 SPLITS = ("train", "validation")
 # The held-out documents must not depend on the run's seed, or runs could not be compared.
 SPLIT_SEED = 0
-# Below this much text, worker processes cost more than they save (measured on 2 cores: 30 MB of
-# wikitext lines took 8.2 s in one process, 6.9 s in two).
-PARALLEL_MIN_BYTES = 16 * 2**20
+# A hub dataset larger than this is tokenized by datasets.map, batch by batch in worker processes,
+# rather than read into memory whole and encoded on threads (which is faster where it fits).
+IN_MEMORY_MAX_BYTES = 256 * 2**20
+# Where a document may be cut for parallel encoding without changing its ids: between a character
+# that is not whitespace and one that is (see _cut_points). Both classes are chosen so that no
+# Unicode definition disagrees (Python's isspace and the Rust regex's \s differ on a few control
+# characters): letters, digits, "_" and printable ASCII before; ASCII whitespace after.
+_CUT = re.compile(r"[\w!-~](?=[\t\n\v\f\r ])")
+# Parallel encoding splits the text into this many units per thread (at least MIN_UNIT_CHARS
+# each), so a thread slowed by other load on the machine takes fewer of them.
+UNITS_PER_THREAD = 8
+MIN_UNIT_CHARS = 2**16
 TOKEN_DTYPE = np.uint16  # GPT-2 ids (< 50304) fit; half the disk and page cache of int32
+_EOT_ARRAY = np.array([EOT_ID], dtype=np.uint32)  # tiktoken's numpy dtype
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.-]")
 
 
@@ -91,6 +102,8 @@ class TextTask:
         files = spec.get("files") or {}
         if not isinstance(files, Mapping):  # a bare name or list means the train split
             files = {"train": files}
+        # a split set to null is absent (`task.files.validation=null`: hold out val_fraction)
+        files = {split: f for split, f in files.items() if f is not None}
         if unknown := sorted(set(files) - set(SPLITS)):
             raise ValueError(
                 f"task {name!r}: unknown split(s) {unknown} in files; valid splits: {', '.join(SPLITS)}"
@@ -112,10 +125,14 @@ class TextTask:
         return f"format {self.format!r}: {FORMATS[self.format]}"
 
 
+# A split's documents: a list of texts (local files, read whole), or a hub dataset (column "text").
+Documents = list[str] | datasets.Dataset
+
+
 @dataclass(frozen=True)
 class _Source:
     fingerprint: Any  # JSON-able; equal fingerprints mean equal documents
-    load: Callable[[], dict[str, datasets.Dataset]]  # split -> dataset with a "text" column
+    load: Callable[[], dict[str, Documents]]  # split -> its documents
 
 
 # ----------------------------------------------------------------------------- reading documents
@@ -130,44 +147,67 @@ def _sha256_file(path: Path) -> str:
 
 
 def _decode(task: TextTask, path: Path) -> str:
+    data = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # -sig: a leading BOM is not text
+        text = data.decode("utf-8-sig")  # -sig: a leading BOM is not text
     except UnicodeDecodeError as err:
-        raise ValueError(f"task {task.name!r}: {path} is not valid UTF-8 ({err}); {task.describe()}") from err
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(
+            f"task {task.name!r}: {path} is not valid UTF-8: line {line} has bytes {data[err.start:err.end]!r} "
+            f"({err.reason}); convert the file (e.g. iconv -f cp1252 -t utf-8); {task.describe()}"
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _field(task: TextTask, path: Path, record: Any, where: str) -> str:
     value = record.get(task.text_field) if isinstance(record, Mapping) else None
     if not isinstance(value, str):
-        raise ValueError(f"task {task.name!r}: {path} {where} has no string field {task.text_field!r}")
+        raise DataFormatError(f"task {task.name!r}: {path}, {where} has no string field {task.text_field!r}")
     return value
 
 
+def _json(task: TextTask, path: Path, text: str, line: int = 1) -> Any:
+    """``json.loads(text)``; a bad document is a ``DataFormatError`` naming the file line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(
+            f"task {task.name!r}: {path}, line {line + err.lineno - 1}: not valid JSON ({err.msg}, column "
+            f"{err.colno}); {task.describe()}"
+        ) from None
+    except RecursionError:  # nested deeper than Python's stack allows
+        raise DataFormatError(f"task {task.name!r}: {path}, line {line}: JSON nested too deeply") from None
+
+
+def _read_parquet(task: TextTask, path: Path) -> list[str]:
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise DataFormatError(f"task {task.name!r}: {path} is not a readable Parquet file ({err})") from None
+    if task.text_field not in table.column_names:
+        raise DataFormatError(
+            f"task {task.name!r}: {path} has no column {task.text_field!r} (columns: {table.column_names})"
+        )
+    return [_field(task, path, row, f"row {n}") for n, row in enumerate(table.to_pylist(), 1)]
+
+
 def _read_documents(task: TextTask, path: Path) -> list[str]:
+    """The documents of one file; blank lines of ``lines``/``jsonl`` files are skipped and counted."""
+    if task.format == "parquet":
+        return _read_parquet(task, path)
+    text = _decode(task, path)
     if task.format == "text":
-        return [_decode(task, path)]
+        return [text]
+    if task.format == "json" and text.lstrip().startswith("["):
+        records = _json(task, path, text)
+        return [_field(task, path, record, f"record {n}") for n, record in enumerate(records, 1)]
+    lines = text.split("\n")
+    kept = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if blank := len(lines) - len(kept) - (lines[-1] == ""):  # the file's final newline ends no blank line
+        log.info("task %s: %s: skipped %d blank line(s)", task.name, path, blank)
     if task.format == "lines":
-        return [line for line in _decode(task, path).split("\n") if line.strip()]
-    if task.format in ("json", "jsonl"):
-        text = _decode(task, path)
-        try:
-            if task.format == "json" and text.lstrip().startswith("["):
-                records = list(enumerate(json.loads(text), 1))
-            else:
-                records = [
-                    (n, json.loads(line)) for n, line in enumerate(text.split("\n"), 1) if line.strip()
-                ]
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"task {task.name!r}: {path} is not valid JSON ({err}); {task.describe()}"
-            ) from err
-        return [_field(task, path, record, f"record {n}") for n, record in records]
-    # parquet
-    columns = pq.read_schema(path).names
-    if task.text_field not in columns:
-        raise ValueError(f"task {task.name!r}: {path} has no column {task.text_field!r} (columns: {columns})")
-    return [_field(task, path, row, f"row {n}") for n, row in enumerate(pq.read_table(path).to_pylist(), 1)]
+        return [line for _, line in kept]
+    return [_field(task, path, _json(task, path, line, n), f"line {n}") for n, line in kept]
 
 
 def _local_source(task: TextTask) -> _Source:
@@ -196,11 +236,8 @@ def _local_source(task: TextTask) -> _Source:
         },
     }
 
-    def load() -> dict[str, datasets.Dataset]:
-        return {
-            split: datasets.Dataset.from_dict({"text": [doc for p in ps for doc in _read_documents(task, p)]})
-            for split, ps in paths.items()
-        }
+    def load() -> dict[str, Documents]:
+        return {split: [doc for p in ps for doc in _read_documents(task, p)] for split, ps in paths.items()}
 
     return _Source(fingerprint, load)
 
@@ -210,7 +247,7 @@ def _embedded_source() -> _Source:
     digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
     return _Source(
         {"format": "embedded", "sha256": digest},
-        lambda: {"train": datasets.Dataset.from_dict({"text": docs})},
+        lambda: {"train": docs},
     )
 
 
@@ -233,7 +270,7 @@ def _hub_source(task: TextTask) -> _Source:
         "splits": {s: ds._fingerprint for s, ds in loaded.items()},
     }
 
-    def load() -> dict[str, datasets.Dataset]:
+    def load() -> dict[str, Documents]:
         texts = {split: ds.select_columns([field]) for split, ds in loaded.items()}
         return (
             texts
@@ -260,21 +297,107 @@ def _source(task: TextTask) -> _Source:
 # ----------------------------------------------------------------------------- tokenizing
 
 
+def _cut_points(text: str, every: int) -> list[int]:
+    """Positions about ``every`` characters apart where ``text`` can be cut without changing its tokens.
+
+    A cut goes between a non-whitespace character and a whitespace one (``_CUT``). Why the two
+    parts then tokenize to exactly the ids of the whole: GPT-2's pre-tokenizer (``GPT2_PATTERN``)
+    cuts text into pieces and BPE runs within each piece. Each alternative of the pattern matches
+    either no whitespace except an optional leading space (contractions, ``" ?\\p{L}++"``,
+    ``" ?\\p{N}++"``, ``" ?[^\\s\\p{L}\\p{N}]++"``) or only whitespace (``"\\s++$"``,
+    ``"\\s+(?!\\S)"``, ``"\\s"``), and some alternative matches any character, so the pieces tile
+    the text. Let the cut be at ``i``: ``text[i - 1]`` is not whitespace, ``text[i]`` is. No piece
+    holds both, because whitespace appears in a non-whitespace piece only as its first character,
+    so a piece boundary lies at ``i``. Every piece that starts before ``i`` is matched alike in
+    the prefix ``text[:i]``: a non-whitespace alternative stops or fails at ``i`` in both (at
+    whitespace in the whole text, at the end in the prefix), and a whitespace run, its look-ahead
+    and ``$`` stop at the non-whitespace character at ``i - 1`` or earlier. So the prefix has the
+    same pieces as the whole text before
+    ``i``; and since the pattern has no look-behind and ``$`` is the same end of text, the suffix
+    ``text[i:]`` has the whole text's pieces from ``i`` on.
+    """
+    cuts, start = [], every
+    while start < len(text) and (match := _CUT.search(text, start)):
+        cuts.append(match.end())
+        start = match.end() + every
+    return cuts
+
+
+def _work_units(texts: list[str], num_threads: int) -> list[list[tuple[str, bool]]]:
+    """``texts`` in order as work units for ``num_threads`` threads: lists of (piece, ends a document).
+
+    Short documents are grouped and long ones cut (``_cut_points``), so every thread gets work even
+    when the corpus is one long document, and a thread pays one task per unit, not per document.
+    """
+    unit_chars = max(MIN_UNIT_CHARS, -(-sum(map(len, texts)) // (num_threads * UNITS_PER_THREAD)))
+    units: list[list[tuple[str, bool]]] = []
+    unit: list[tuple[str, bool]] = []
+    size = 0
+    for text in texts:
+        if len(text) <= unit_chars:  # most documents: whole, without looking for cuts
+            pieces = [(text, True)]
+        else:
+            bounds = [0, *_cut_points(text, unit_chars), len(text)]
+            pieces = [(text[start:end], end == len(text)) for start, end in zip(bounds, bounds[1:])]
+        for piece in pieces:
+            unit.append(piece)
+            size += len(piece[0])
+            if size >= unit_chars:
+                units.append(unit)
+                unit, size = [], 0
+    if unit:
+        units.append(unit)
+    return units
+
+
+def _encode_unit(unit: list[tuple[str, bool]]) -> np.ndarray:
+    encode = get_tokenizer().encode_to_numpy  # GIL released while it encodes; no Python ints made
+    parts = []
+    for piece, ends_document in unit:
+        # Nothing allowed or disallowed: a literal "<|endoftext|>" in the text is plain text, as in
+        # encode_ordinary.
+        parts.append(encode(piece, disallowed_special=()))
+        if ends_document:
+            parts.append(_EOT_ARRAY)
+    return np.concatenate(parts).astype(TOKEN_DTYPE)
+
+
+def encode_documents(texts: Sequence[str], num_threads: int = 1) -> np.ndarray:
+    """``texts`` as one uint16 token array, ``EOT_ID`` after each, encoded on ``num_threads`` threads.
+
+    The ids equal ``encode_ordinary`` of each text in turn; blank texts are skipped (they would
+    only add a lone EOT).
+    """
+    texts = [t for t in texts if t and not t.isspace()]
+    if not texts:
+        return np.zeros(0, TOKEN_DTYPE)
+    units = _work_units(texts, num_threads)
+    if num_threads <= 1 or len(units) == 1:
+        return np.concatenate([_encode_unit(unit) for unit in units])
+    with ThreadPoolExecutor(min(num_threads, len(units))) as pool:
+        return np.concatenate(list(pool.map(_encode_unit, units)))
+
+
 def _encode_batch(batch: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:
-    # Blank documents would only add a lone EOT.
-    texts = [t for t in batch["text"] if t and not t.isspace()]
-    encoded = get_tokenizer().encode_ordinary_batch(texts)  # threads inside tiktoken
     # One output row per batch (a batched map may change the row count): fewer, longer Arrow rows.
-    return {"ids": [np.array([t for ids in encoded for t in (*ids, EOT_ID)], dtype=TOKEN_DTYPE)]}
+    return {"ids": [encode_documents(batch["text"])]}
 
 
-def tokenize_documents(docs: datasets.Dataset, num_proc: int = 1) -> np.ndarray:
-    """All documents of ``docs`` (column ``text``) as one uint16 token array, ``EOT_ID`` after each."""
-    parallel = num_proc > 1 and len(docs) >= 2 * num_proc and docs.data.nbytes >= PARALLEL_MIN_BYTES
+def tokenize_documents(docs: Documents, num_proc: int = 1) -> np.ndarray:
+    """All documents (a list, or column ``text`` of a dataset) as one uint16 token array, ``EOT_ID`` after each.
+
+    Text that fits in memory is encoded here on ``num_proc`` threads. A dataset of more than
+    ``IN_MEMORY_MAX_BYTES`` (a large hub corpus) streams through ``datasets.map`` instead, batch by
+    batch, in ``num_proc`` processes.
+    """
+    if not isinstance(docs, datasets.Dataset):
+        return encode_documents(docs, num_proc)
+    if docs.data.nbytes <= IN_MEMORY_MAX_BYTES:
+        return encode_documents(docs.with_format("arrow")["text"].to_pylist(), num_proc)
     encoded = docs.map(
         _encode_batch,
         batched=True,
-        num_proc=num_proc if parallel else None,
+        num_proc=num_proc if num_proc > 1 and len(docs) >= 2 * num_proc else None,
         remove_columns=docs.column_names,
         desc="tokenizing",
     )
@@ -284,9 +407,11 @@ def tokenize_documents(docs: datasets.Dataset, num_proc: int = 1) -> np.ndarray:
     return np.concatenate(chunks).astype(TOKEN_DTYPE, copy=False)
 
 
-def _split_tokens(
-    task: TextTask, splits: dict[str, datasets.Dataset], num_proc: int
-) -> dict[str, np.ndarray]:
+def _subset(docs: Documents, indices: np.ndarray) -> Documents:
+    return docs.select(indices) if isinstance(docs, datasets.Dataset) else [docs[i] for i in indices]
+
+
+def _split_tokens(task: TextTask, splits: dict[str, Documents], num_proc: int) -> dict[str, np.ndarray]:
     """Train and val tokens; the val split is carved out deterministically when the task has none."""
     train = splits["train"]
     if len(train) == 0:
@@ -303,32 +428,18 @@ def _split_tokens(
     order = np.random.default_rng(SPLIT_SEED).permutation(len(train))
     n_val = min(math.ceil(task.val_fraction * len(train)), len(train) - 1)
     return {
-        "train": tokenize_documents(train.select(np.sort(order[:-n_val])), num_proc),
-        "val": tokenize_documents(train.select(np.sort(order[-n_val:])), num_proc),
+        "train": tokenize_documents(_subset(train, np.sort(order[:-n_val])), num_proc),
+        "val": tokenize_documents(_subset(train, np.sort(order[-n_val:])), num_proc),
     }
 
 
 # ----------------------------------------------------------------------------- token cache
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A crash mid-write leaves only a temp file; readers see the old file or the complete new one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared between users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_tokens(path: Path, tokens: np.ndarray) -> None:
     data = tokens.astype(TOKEN_DTYPE, copy=False).tobytes()
-    _write_atomic(path, data)
+    # Each file is replaced atomically: a kill mid-write leaves the old file or none, never half of one.
+    write_atomic(path, data)
     # The sidecar goes last: it is what marks the token file complete.
     meta = {
         "tokens": len(tokens),
@@ -336,7 +447,7 @@ def _write_tokens(path: Path, tokens: np.ndarray) -> None:
         "dtype": "uint16",
         "cache_version": CACHE_VERSION,
     }
-    _write_atomic(path.with_suffix(".json"), json.dumps(meta).encode())
+    write_atomic(path.with_suffix(".json"), json.dumps(meta).encode())
 
 
 def _cached_token_count(path: Path) -> int | None:
@@ -348,7 +459,9 @@ def _cached_token_count(path: Path) -> int | None:
         meta = json.loads(sidecar.read_text())
         expected = int(meta["tokens"]) * np.dtype(TOKEN_DTYPE).itemsize
         size = path.stat().st_size
-        if size != expected:
+        if (meta.get("cache_version"), meta.get("dtype")) != (CACHE_VERSION, np.dtype(TOKEN_DTYPE).name):
+            problem = f"written as cache_version {meta.get('cache_version')} dtype {meta.get('dtype')}"
+        elif size != expected:
             problem = f"{size} bytes where the sidecar says {expected}"
         elif _sha256_file(path) != meta["sha256"]:
             problem = "sha256 of the tokens differs from the sidecar"
