@@ -19,14 +19,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The demo owns runs/demo: each `make demo` starts it afresh. It pre-trains, then fine-tunes
-# the pre-trained model on one demo task of each kind and prints their dev metrics.
+# The demo owns runs/demo: each `make demo` starts it afresh. It pre-trains, fine-tunes the
+# pre-trained model on one demo task of each kind, prompts it zero-, one- and few-shot on the
+# tasks that have a prompt (tagging has none), then prints the comparison table and plot paths.
 DEMO_TASKS := demo_topic,demo_nextsent,demo_order,demo_continuation,demo_tagging
+DEMO_PROMPT_TASKS := demo_topic,demo_nextsent,demo_order,demo_continuation
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(OFFLINE) $(VENV)/bin/gptlab experiment=demo hydra.run.dir=runs/demo
 	$(OFFLINE) $(VENV)/bin/gptlab -m experiment=demo_finetune task=$(DEMO_TASKS) \
 		hydra.sweep.dir=runs/demo/finetune callbacks.progress_bar=null
+	$(OFFLINE) $(VENV)/bin/gptlab -m experiment=demo_incontext regime=zero_shot,one_shot,few_shot \
+		task=$(DEMO_PROMPT_TASKS) hydra.sweep.dir=runs/demo/incontext callbacks.progress_bar=null
+	$(OFFLINE) $(VENV)/bin/gptlab-report runs/demo
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -38,7 +43,7 @@ test-all: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Each script measures gptlab and its peer side by side and updates its section of BENCHMARKS.md.
-BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu
+BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu finetune_sst2 finetune_memory
 .PHONY: bench
 bench: $(STAMP)
 	set -e; for script in $(BENCH_SCRIPTS); do $(OFFLINE) $(PY) bench/$$script.py; done

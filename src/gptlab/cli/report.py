@@ -1,0 +1,105 @@
+"""``gptlab-report``: compare fine-tuning and prompting across every run below some directories.
+
+    gptlab-report runs/demo                       # run dirs or multirun dirs, searched recursively
+    gptlab-report runs/sst2 runs/sst2-icl --out report --metric acc --wandb
+
+Reads every ``results.jsonl`` below the given directories, aggregates over seeds, prints the
+task × regime table and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
+aggregated cell) and ``plots/<task>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from gptlab.report.aggregate import PRETRAIN, Cell, aggregate, select_metric
+from gptlab.report.plots import save_plots
+from gptlab.report.results import find_results, read_results
+from gptlab.report.table import CSV_FIELDS, comparison_table, tables_markdown, write_csv
+
+REPORT_FILE = "report.md"
+CSV_FILE = "results.csv"
+PLOTS_DIR = "plots"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gptlab-report",
+        description="Aggregate results.jsonl files over seeds into a fine-tuning vs prompting report.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories (searched recursively)")
+    parser.add_argument("--out", help="where to write report.md, results.csv and plots/ (default: the first DIR; ./report when it is a file)")
+    parser.add_argument("--metric", help="report this metric for every task that has it (default: each task's primary metric)")
+    parser.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B (offline unless WANDB_MODE says otherwise)")
+    parser.add_argument("--wandb-project", help="W&B project (implies --wandb; default: gptlab)")
+    return parser.parse_args(argv)
+
+
+def log_to_wandb(cells: list[Cell], shown: list[Cell], plots: dict[str, Path], out: Path, project: str) -> Path:
+    """Log the comparison table, every aggregated cell and the plots to one W&B run; its dir.
+
+    The run is offline unless ``WANDB_MODE`` says otherwise, and lives under ``WANDB_DIR`` when
+    set, else under ``out``.
+    """
+    import wandb
+
+    run = wandb.init(
+        project=project,
+        job_type="report",
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        dir=os.environ.get("WANDB_DIR") or str(out),
+    )
+    try:
+        header, rows = comparison_table([c for c in shown if c.regime != PRETRAIN])
+        data = [[getattr(c, name) for name in CSV_FIELDS] for c in cells]
+        run.log(
+            {
+                "report/comparison": wandb.Table(columns=header, data=rows),
+                "report/cells": wandb.Table(columns=list(CSV_FIELDS), data=data),
+                **{f"report/plot/{task}": wandb.Image(str(path)) for task, path in plots.items()},
+            }
+        )
+        return Path(run.dir).parent
+    finally:
+        run.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        files = find_results(args.dirs)
+        rows = [row for path in files for row in read_results(path)]
+        if not rows:
+            raise ValueError(f"no result rows in {', '.join(map(str, files))}")
+        cells = aggregate(rows)
+        shown = select_metric(cells, args.metric)
+        tables = tables_markdown(cells, args.metric)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"gptlab-report: error: {err}") from err
+
+    first = Path(args.dirs[0])
+    out = Path(args.out) if args.out else first if first.is_dir() else Path("report")
+    out.mkdir(parents=True, exist_ok=True)
+    plots = save_plots(shown, out / PLOTS_DIR)
+    sources = "\n".join(f"- {path}" for path in files)
+    figures = "\n".join(f"- {task}: {PLOTS_DIR}/{path.name}" for task, path in plots.items())
+    report = f"# gptlab report\n\n{len(rows)} result rows from:\n\n{sources}\n\n{tables}"
+    report += f"\n## Plots\n\n{figures}\n" if plots else ""
+    (out / REPORT_FILE).write_text(report, encoding="utf-8")
+    write_csv(cells, out / CSV_FILE)
+
+    print(tables)
+    print(f"report: {out / REPORT_FILE}")
+    print(f"table:  {out / CSV_FILE}")
+    for path in plots.values():
+        print(f"plot:   {path}")
+    if args.wandb or args.wandb_project:
+        run_dir = log_to_wandb(cells, shown, plots, out, args.wandb_project or "gptlab")
+        print(f"wandb:  {run_dir}")
+
+
+if __name__ == "__main__":
+    main()

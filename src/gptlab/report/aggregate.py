@@ -1,0 +1,141 @@
+"""Aggregate ``results.jsonl`` rows over seeds: one ``Cell`` (mean, std, n) per condition.
+
+A condition is everything that defines an experiment except its seeds: task, split, metric,
+regime, model, initial weights, k (examples in the prompt), the number of labelled training
+examples and the prompt. Rows that share a condition are runs with different seeds (training
+seed, few-shot sampling seed) and are averaged.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP_KEYS = ("task", "split", "metric", "regime", "model", "init", "k", "n_train_examples", "prompt")
+
+FINETUNE = "finetune"
+PRETRAIN = "pretrain"
+IN_CONTEXT = ("zero_shot", "one_shot", "few_shot")
+# Table column order; any other regime follows, alphabetically.
+REGIME_ORDER = (FINETUNE, *IN_CONTEXT, PRETRAIN)
+# k of the regimes that fix it, for rows that do not record k
+FIXED_K = {"zero_shot": 0, "one_shot": 1}
+# Headline metric of a task, first match wins: GLUE reports MCC for CoLA, Pearson for STS-B,
+# accuracy for the rest (MRPC/QQP report acc and F1: acc comes first), entity F1 for NER,
+# perplexity for language modelling.
+PRIMARY_METRICS = ("mcc", "pearson", "acc", "f1", "ppl")
+PREFERRED_SPLIT = "validation"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One condition aggregated over its runs."""
+
+    task: str
+    split: str
+    metric: str
+    regime: str
+    model: str | None
+    init: str | None
+    k: int | None
+    n_train_examples: int | None
+    prompt: str | None
+    mean: float
+    # sample standard deviation (n - 1); None for a single run
+    std: float | None
+    n: int
+    # the metric's chance / majority-class level, None when no row records it
+    chance: float | None
+
+    @property
+    def labelled_examples(self) -> int | None:
+        """Labelled examples the model learned from: k in the prompt for in-context regimes, the
+        training examples for fine-tuning, None otherwise (pre-training uses no labels)."""
+        if self.regime == FINETUNE:
+            return self.n_train_examples
+        if self.regime in IN_CONTEXT:
+            return self.k if self.k is not None else FIXED_K.get(self.regime)
+        return None
+
+
+def _none_last(value: Any) -> tuple[bool, Any]:
+    return value is None, value if value is not None else 0
+
+
+def regime_rank(regime: str) -> tuple[int, str]:
+    """Sort key that puts regimes in ``REGIME_ORDER``, unknown ones after, alphabetically."""
+    return (REGIME_ORDER.index(regime) if regime in REGIME_ORDER else len(REGIME_ORDER), regime)
+
+
+def cell_sort_key(cell: Cell) -> tuple[Any, ...]:
+    return (
+        cell.task,
+        cell.split,
+        cell.metric,
+        regime_rank(cell.regime),
+        str(cell.model),
+        str(cell.init),
+        _none_last(cell.k),
+        _none_last(cell.n_train_examples),
+        str(cell.prompt),
+    )
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
+    """Group ``rows`` (as ``read_results`` returns them) by condition; sorted cells."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row.get(name) for name in GROUP_KEYS)].append(row)
+    cells = []
+    for key, members in groups.items():
+        values = [float(row["value"]) for row in members]
+        chances = [float(row["chance"]) for row in members if row.get("chance") is not None]
+        cells.append(
+            Cell(
+                **dict(zip(GROUP_KEYS, key)),
+                mean=statistics.fmean(values),
+                std=statistics.stdev(values) if len(values) > 1 else None,
+                n=len(values),
+                chance=statistics.fmean(chances) if chances else None,
+            )
+        )
+    return sorted(cells, key=cell_sort_key)
+
+
+def primary_metric(metrics: Iterable[str]) -> str:
+    """The headline metric among ``metrics`` (``PRIMARY_METRICS`` order; else the first in
+    alphabetical order that is not a loss)."""
+    available = sorted(set(metrics))
+    if not available:
+        raise ValueError("no metrics to choose from")
+    for name in PRIMARY_METRICS:
+        if name in available:
+            return name
+    return next((m for m in available if "loss" not in m), available[0])
+
+
+def select_metric(cells: Iterable[Cell], metric: str | None = None) -> list[Cell]:
+    """The cells of each task's primary metric, or of ``metric`` for every task that has it."""
+    cells = list(cells)
+    by_task: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        by_task[cell.task].append(cell)
+    if metric is not None:
+        chosen = [c for c in cells if c.metric == metric]
+        if not chosen:
+            known = ", ".join(sorted({c.metric for c in cells}))
+            raise ValueError(f"metric {metric!r} is in no results row; metrics in the results: {known}")
+        return chosen
+    primary = {task: primary_metric(c.metric for c in task_cells) for task, task_cells in by_task.items()}
+    return [c for c in cells if c.metric == primary[c.task]]
+
+
+def primary_split(cells: Iterable[Cell]) -> str:
+    """``validation`` when the cells have it, else the first split in alphabetical order."""
+    splits = sorted({c.split for c in cells})
+    if not splits:
+        raise ValueError("no cells to choose a split from")
+    return PREFERRED_SPLIT if PREFERRED_SPLIT in splits else splits[0]

@@ -1,0 +1,158 @@
+"""The comparison table (task × regime) as markdown and the aggregated cells as CSV.
+
+Rows are (task, split, metric, model, init); columns are regimes. A regime whose runs differ in
+a setting (fine-tuning's N labelled examples, few-shot's k, the prompt) gets one column per
+setting where one table row has several of them; otherwise one column, whose header names the
+setting when all rows share it and whose cells name it when they do not.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gptlab.report.aggregate import (
+    FINETUNE,
+    FIXED_K,
+    GROUP_KEYS,
+    IN_CONTEXT,
+    PRETRAIN,
+    Cell,
+    regime_rank,
+    select_metric,
+)
+
+ROW_KEYS = ("task", "split", "metric", "model", "init")
+CSV_FIELDS = (*GROUP_KEYS, "labelled_examples", "mean", "std", "n", "chance")
+MISSING = "–"
+Params = tuple[tuple[str, Any], ...]
+
+
+def _params(cell: Cell, with_prompt: bool) -> Params:
+    """The settings that tell apart runs of one regime on one table row."""
+    params: list[tuple[str, Any]] = []
+    if cell.regime == FINETUNE:
+        params.append(("N", cell.n_train_examples))
+    elif cell.regime in IN_CONTEXT and cell.regime not in FIXED_K:
+        params.append(("k", cell.k))
+    if with_prompt:
+        params.append(("prompt", cell.prompt))
+    return tuple(params)
+
+
+def _params_text(params: Params) -> str:
+    return ", ".join(f"{name}={value}" for name, value in params)
+
+
+def _params_sort_key(params: Params) -> tuple[Any, ...]:
+    return tuple((value is None, str(value) if isinstance(value, str) else value or 0) for _, value in params)
+
+
+def format_value(cell: Cell, params: Params = ()) -> str:
+    """``mean ± std (n=…)``, with the cell's own settings when its column does not name them."""
+    text = f"{cell.mean:.3f}" if cell.std is None else f"{cell.mean:.3f} ± {cell.std:.3f}"
+    notes = ", ".join([f"n={cell.n}", *([_params_text(params)] if params else [])])
+    return f"{text} ({notes})"
+
+
+def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (as text) of the task × regime table of ``cells`` (one metric per task)."""
+    cells = list(cells)
+    rows: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        rows[tuple(getattr(cell, k) for k in ROW_KEYS)].append(cell)
+    regimes = sorted({c.regime for c in cells}, key=regime_rank)
+
+    def row_params(row_cells: list[Cell], regime: str, with_prompt: bool) -> set[Params]:
+        return {_params(c, with_prompt) for c in row_cells if c.regime == regime}
+
+    # (header, regime, settings the column holds; None: each cell names its own)
+    columns: list[tuple[str, str, Params | None]] = []
+    for regime in regimes:
+        with_prompt = any(
+            len({c.prompt for c in rc if c.regime == regime}) > 1 for rc in rows.values()
+        )
+        variants = sorted(
+            {p for rc in rows.values() for p in row_params(rc, regime, with_prompt)}, key=_params_sort_key
+        )
+        several_per_row = any(len(row_params(rc, regime, with_prompt)) > 1 for rc in rows.values())
+        if several_per_row or len(variants) == 1:
+            columns += [
+                (f"{regime} ({_params_text(v)})" if v else regime, regime, v) for v in variants
+            ]
+        else:
+            columns.append((regime, regime, None))
+
+    show_init = len({c.init for c in cells}) > 1
+    show_chance = any(c.chance is not None for c in cells)
+    header = [*(k for k in ROW_KEYS if k != "init" or show_init), *(h for h, _, _ in columns)]
+    header += ["chance"] if show_chance else []
+    body = []
+    for key, row_cells in rows.items():
+        line = [str(v) for k, v in zip(ROW_KEYS, key) if k != "init" or show_init]
+        for _, regime, params in columns:
+            with_prompt = params is not None and any(name == "prompt" for name, _ in params)
+            match = [
+                c for c in row_cells
+                if c.regime == regime and (params is None or _params(c, with_prompt) == params)
+            ]
+            if not match:
+                line.append(MISSING)
+            elif params is None:
+                line.append(format_value(match[0], _params(match[0], with_prompt=False)))
+            else:
+                line.append(format_value(match[0]))
+        if show_chance:
+            chance = next((c.chance for c in row_cells if c.chance is not None), None)
+            line.append(MISSING if chance is None else f"{chance:.3f}")
+        body.append(line)
+    return header, body
+
+
+def to_markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table, columns padded so that it also reads well in a terminal."""
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        return "| " + " | ".join(text.ljust(width) for text, width in zip(line, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([fmt(header), rule, *map(fmt, rows)])
+
+
+def tables_markdown(cells: Iterable[Cell], metric: str | None = None) -> str:
+    """The report's tables: fine-tuning vs prompting, then pre-training (where present), each on
+    the primary metric of every task, or on ``metric``."""
+    chosen = select_metric(cells, metric)
+    which = f"metric {metric}" if metric else "primary metric of each task"
+    sections = []
+    compared = [c for c in chosen if c.regime != PRETRAIN]
+    if compared:
+        sections.append(
+            f"## Fine-tuning vs prompting ({which})\n\n"
+            "mean ± sample std over seeds (n runs); N = labelled training examples of fine-tuning, "
+            "k = examples in the prompt; chance = the metric's chance / majority-class level.\n\n"
+            + to_markdown(*comparison_table(compared))
+        )
+    pretrained = [c for c in chosen if c.regime == PRETRAIN]
+    if pretrained:
+        sections.append(
+            f"## Pre-training ({which})\n\n" + to_markdown(*comparison_table(pretrained))
+        )
+    return "\n\n".join(sections) + "\n"
+
+
+def write_csv(cells: Iterable[Cell], path: str | Path) -> Path:
+    """One line per aggregated cell: its grouping keys, labelled examples, mean, std, n, chance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for cell in cells:
+            values = {name: getattr(cell, name) for name in CSV_FIELDS}
+            writer.writerow({k: "" if v is None else v for k, v in values.items()})
+    return path
