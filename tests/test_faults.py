@@ -385,22 +385,30 @@ class KillAt(pl.Callback):
             raise Killed(f"killed after step {self.step}")
 
 
+def fit_in(
+    tmp_path: Path, run: str, overrides: list[str], kill_after: int | None = None, ckpt_path: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Fit in ``tmp_path/run`` (dying after step ``kill_after``, if given); the module's final state."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            *overrides, f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}",
+        ])
+    pl.seed_everything(cfg.seed)
+    datamodule, module, trainer = build_all(cfg)
+    if kill_after is not None:
+        trainer.callbacks.append(KillAt(kill_after))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return module.state_dict()
+
+
 def test_a_killed_run_resumes_exactly_in_process(tmp_path: Path, one_thread) -> None:
-    data = write_corpus(tmp_path / "data")
+    overrides = [
+        *run_overrides(write_corpus(tmp_path / "data")), "trainer.max_steps=6", "trainer.val_check_interval=3",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+    ]
 
     def fit(run: str, kill_after: int | None = None, ckpt_path: str | None = None):
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[
-                *run_overrides(data), "trainer.max_steps=6", "trainer.val_check_interval=3",
-                "callbacks.model_checkpoint.every_n_train_steps=2",
-                f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}",
-            ])
-        pl.seed_everything(cfg.seed)
-        datamodule, module, trainer = build_all(cfg)
-        if kill_after is not None:
-            trainer.callbacks.append(KillAt(kill_after))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        return module.model.state_dict()
+        return fit_in(tmp_path, run, overrides, kill_after, ckpt_path)
 
     straight = fit("a")
     with pytest.raises(Killed):
@@ -413,21 +421,15 @@ def test_a_killed_run_resumes_exactly_in_process(tmp_path: Path, one_thread) -> 
 
 
 def test_a_fine_tuning_run_killed_mid_epoch_resumes_exactly(tmp_path: Path, one_thread) -> None:
+    overrides = [
+        "regime=finetune", "task=demo_topic", "task.train_limit=48", "model=gpt-nano",
+        "model.block_size=64", "model.dropout=0.1", "regime.batch_size=8", "regime.global_batch_size=8",
+        "trainer.max_epochs=2", "trainer.deterministic=true", "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false", "callbacks.model_checkpoint.every_n_train_steps=1",
+    ]
+
     def fit(run: str, kill_after: int | None = None, ckpt_path: str | None = None):
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[
-                "regime=finetune", "task=demo_topic", "task.train_limit=48", "model=gpt-nano",
-                "model.block_size=64", "model.dropout=0.1", "regime.batch_size=8", "regime.global_batch_size=8",
-                "trainer.max_epochs=2", "trainer.deterministic=true", "callbacks.progress_bar=null",
-                "trainer.enable_progress_bar=false", "callbacks.model_checkpoint.every_n_train_steps=1",
-                f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}",
-            ])
-        pl.seed_everything(cfg.seed)
-        datamodule, module, trainer = build_all(cfg)
-        if kill_after is not None:
-            trainer.callbacks.append(KillAt(kill_after))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        return module.state_dict()
+        return fit_in(tmp_path, run, overrides, kill_after, ckpt_path)
 
     straight = fit("a")  # 6 steps an epoch
     with pytest.raises(Killed):
