@@ -486,16 +486,18 @@ def test_a_windows_1252_corpus_names_the_line(tmp_path: Path) -> None:
         text._read_documents(task, tmp_path / "a.txt")
 
 
-def test_blank_lines_are_skipped_and_counted_in_the_log(tmp_path: Path, caplog) -> None:
+def test_blank_lines_are_skipped_and_counted(tmp_path: Path, caplog) -> None:
     spec = tsv_spec(tmp_path, b"sentence\tlabel\n\na\t1\n\r\nb\t0\n\n")
+    skipped: dict[str, int] = {}
     with caplog.at_level(logging.INFO, logger="gptlab.data.formats"):
-        _, data = load_task(spec)
+        _, data = load_task(spec, skipped_lines=skipped)
     assert [e["text"] for e in data["train"]] == ["a", "b"]
+    assert skipped == {"train": 3}
     assert "skipped 3 blank line(s)" in caplog.text and str(tmp_path / "train.tsv") in caplog.text
     (tmp_path / "c.jsonl").write_text('{"text": "x"}\n\n   \n{"text": "y"}\n')
     task = text.TextTask.from_spec({"name": "toy", "format": "jsonl", "data_dir": str(tmp_path)})
     with caplog.at_level(logging.INFO, logger="gptlab.data.text"):
-        assert text._read_documents(task, tmp_path / "c.jsonl") == ["x", "y"]
+        assert text._read_documents(task, tmp_path / "c.jsonl") == (["x", "y"], 2)
     assert "skipped 2 blank line(s)" in caplog.text
 
 

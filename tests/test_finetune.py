@@ -259,6 +259,19 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
         assert torch.equal(tensor, state[BACKBONE_PREFIX + name]), name
 
 
+def test_blank_lines_skipped_in_the_task_files_are_written_to_the_results(tmp_path: Path) -> None:
+    sst2 = tmp_path / "data" / "sst2"
+    sst2.mkdir(parents=True)
+    rows = [f"phrase {i}\t{i % 2}\n" for i in range(16)]
+    (sst2 / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows) + "\n\n")  # two at the end
+    (sst2 / "dev.tsv").write_text("sentence\tlabel\n\n" + "".join(rows[:4]))  # one after the header
+    train(finetune_cfg(tmp_path, "sst2", f"paths.data_dir={tmp_path / 'data'}"))
+    results = read_results(tmp_path / "run" / "results.jsonl")
+    skipped = {r["split"]: r["value"] for r in results if r["metric"] == "skipped_blank_lines"}
+    assert skipped == {"train": 2, "validation": 1}
+    assert {r["metric"] for r in results if r["split"] == "validation"} == {"acc", "loss", "skipped_blank_lines"}
+
+
 @pytest.mark.parametrize(
     "task, metrics",
     [

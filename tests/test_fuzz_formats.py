@@ -274,7 +274,7 @@ def test_corrupted_corpus_files_parse_or_raise_data_format_error(tmp_path: Path,
         case = f"{fmt} / {corruption_name} / seed {seed}"
         path.write_bytes(corrupted)
         try:
-            docs = text._read_documents(task, path)
+            docs, skipped = text._read_documents(task, path)
         except DataFormatError as err:
             assert corruption_name != "original", f"{case}: the valid sample failed: {err}"
             assert str(path) in str(err), f"{case}: the error does not name the file: {err}"
@@ -283,6 +283,7 @@ def test_corrupted_corpus_files_parse_or_raise_data_format_error(tmp_path: Path,
         except Exception as err:  # noqa: BLE001 - the point of the test
             pytest.fail(f"{case}: {type(err).__name__}: {err}")
         assert isinstance(docs, list) and all(isinstance(d, str) for d in docs), case
+        assert isinstance(skipped, int) and skipped >= 0, case
         if corruption_name == "original":
             assert docs == (["\n".join(DOCS)] if fmt == "text" else DOCS)
         outcomes["parsed"] += 1

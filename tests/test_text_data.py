@@ -122,6 +122,21 @@ def test_readers(tmp_path, fmt):
     assert split_tokens(dm, "train") == expected_tokens([d.replace("\n", " ") for d in DOCS])
 
 
+def test_skipped_blank_lines_are_reported_by_a_build_and_by_the_cache(tmp_path, monkeypatch):
+    (tmp_path / "train.txt").write_text("\n".join(d.replace("\n", " ") for d in DOCS[:10]) + "\n\n  \n")
+    (tmp_path / "val.txt").write_text("\n" + "\n\n".join(d.replace("\n", " ") for d in DOCS[10:12]) + "\n")
+    task = {"format": "lines", "files": {"train": "train.txt", "validation": "val.txt"}}
+    built = make_dm(tmp_path, task)
+    built.setup()
+    # train: the blank line and the line of spaces; val: the leading one and the one between
+    assert built.skipped_lines == {"train": 2, "validation": 2}
+    monkeypatch.setattr(text, "_split_tokens", None)  # the second run must not tokenize again
+    cached = make_dm(tmp_path, task)
+    cached.setup()
+    assert cached.skipped_lines == built.skipped_lines
+    assert split_tokens(cached, "train") == expected_tokens([d.replace("\n", " ") for d in DOCS[:10]])
+
+
 def test_hub_source_reads_a_local_dataset_folder(tmp_path):
     hub_dir = tmp_path / "hub"
     hub_dir.mkdir()

@@ -202,7 +202,9 @@ def result_rows(
 
     In-context rows (the regime has ``k``) record ``k``, ``fewshot_seed`` and the prompt's name.
     Labelled tasks get the metric's ``chance`` level (``gptlab.tasks.chance``), from the
-    DataModule's ``chance_levels`` when it has them, else read from the task's data.
+    DataModule's ``chance_levels`` when it has them, else read from the task's data. Blank lines
+    the data readers skipped (the DataModule's ``skipped_lines``) follow as a ``skipped_blank_lines``
+    row for each data split that had any, so what the skip policy dropped is on record.
     """
     splits = eval_split_sizes(datamodule, trainer)
     first = next(iter(splits))
@@ -210,32 +212,36 @@ def result_rows(
     chance = getattr(datamodule, "chance_levels", None)
     if chance is None:
         chance = task_chance_levels(TaskSpec.from_config(cfg.task)) if cfg.task.get("kind") else {}
-    rows = []
+    values: dict[tuple[str, str], float] = {}
     for name, value in metrics.items():
         if not name.startswith("val/"):
             continue
         split, sep, metric = name[len("val/"):].partition("/")
         if not sep or split not in splits:
             split, metric = first, name[len("val/"):]
-        rows.append(
-            ResultRow(
-                task=cfg.task.name,
-                split=split,
-                metric=metric,
-                value=value,
-                regime=cfg.regime.name,
-                model=cfg.model.name,
-                init=cfg.model.get("init_from") or "scratch",
-                seed=cfg.seed,
-                n_train_examples=getattr(datamodule, "num_train_examples", None),
-                n_eval=splits.get(split),
-                k=cfg.regime.k if incontext else None,
-                fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
-                prompt=getattr(datamodule, "prompt_name", None) if incontext else None,
-                chance=chance.get(split, {}).get(metric),
-            )
+        values[split, metric] = value
+    for split, count in getattr(datamodule, "skipped_lines", {}).items():
+        if count:
+            values[split, "skipped_blank_lines"] = float(count)
+    return [
+        ResultRow(
+            task=cfg.task.name,
+            split=split,
+            metric=metric,
+            value=value,
+            regime=cfg.regime.name,
+            model=cfg.model.name,
+            init=cfg.model.get("init_from") or "scratch",
+            seed=cfg.seed,
+            n_train_examples=getattr(datamodule, "num_train_examples", None),
+            n_eval=splits.get(split),
+            k=cfg.regime.k if incontext else None,
+            fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
+            prompt=getattr(datamodule, "prompt_name", None) if incontext else None,
+            chance=chance.get(split, {}).get(metric),
         )
-    return rows
+        for (split, metric), value in values.items()
+    ]
 
 
 def print_samples(model: Any, sample_cfg: DictConfig) -> None:

@@ -33,7 +33,9 @@ labels are floats. Anything else is a ``DataFormatError`` naming the file and li
 the first bad byte and the option.
 
 **Skip policy.** Only blank lines are skipped: in TSV, CSV and JSON-lines files they carry no
-record (in CoNLL they separate sentences). Each split logs how many it skipped. Every other defect
+record (in CoNLL they separate sentences). Each split logs how many it skipped, and ``load_task`` /
+``load_split`` report the counts to a caller that asks (a run writes them to its results as
+``skipped_blank_lines``). Every other defect
 (a row with the wrong number of columns, invalid JSON or XML, a missing field, a label outside the
 label set, a non-finite regression label) is an error: no row is ever dropped or relabelled silently.
 """
@@ -148,24 +150,31 @@ class _Raw:
 # ----------------------------------------------------------------------------- public API
 
 
-def load_split(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
+def load_split(
+    spec: TaskSpec, split: str, skipped_lines: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """All normalised examples of one split (``train_limit`` is applied by ``load_task``).
 
     With ``labels: null`` the label set is read from the training split, as ``load_task`` does.
+    ``skipped_lines``, when given, receives ``split`` -> blank lines skipped (the skip policy).
     """
     labels = spec.labels
     if labels is None and _needs_labels(spec):
         labels = _label_set(_read(spec, spec.train_split))
-    return _encode(spec, labels, _read(spec, split))
+    raw = _read(spec, split)
+    if skipped_lines is not None:
+        skipped_lines[split] = raw.blank_lines
+    return _encode(spec, labels, raw)
 
 
 def load_task(
-    spec: TaskSpec, seed: int = DEFAULT_SEED
+    spec: TaskSpec, seed: int = DEFAULT_SEED, skipped_lines: dict[str, int] | None = None
 ) -> tuple[TaskSpec, dict[str, list[dict[str, Any]]]]:
     """The spec with its label set resolved, and split -> examples for train and every eval split.
 
     ``train_limit`` keeps that many training examples, drawn with ``seed`` (same seed, same subset)
-    and kept in file order.
+    and kept in file order. ``skipped_lines``, when given, receives split -> blank lines skipped
+    (the skip policy in the module doc).
     """
     if spec.kind not in _LABELED_KINDS:
         raise DataFormatError(
@@ -181,6 +190,8 @@ def load_task(
             spec.name, raw[spec.train_split].source, spec.labels,
         )
     data = {split: _encode(spec, spec.labels, r) for split, r in raw.items()}
+    if skipped_lines is not None:
+        skipped_lines.update({split: r.blank_lines for split, r in raw.items()})
     if spec.train_limit is not None:
         data[spec.train_split] = _subset(spec, data[spec.train_split], raw[spec.train_split].source, seed)
     return spec, data

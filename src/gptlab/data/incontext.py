@@ -176,6 +176,7 @@ class InContextDataModule(L.LightningDataModule):
     After ``setup()``: ``spec`` (labels resolved), ``prompt`` (the ``PromptSpec`` used),
     ``eval_splits`` (``val_dataloader()`` returns one loader per split, in this order),
     ``truncated`` (split -> examples whose context was cut to fit ``block_size``),
+    ``skipped_lines`` (split -> blank lines the reader skipped),
     ``chance_levels`` (split -> metric -> chance value, ``gptlab.tasks.chance``) and
     ``num_train_examples`` (the demonstration pool's size; 0 at ``k = 0``, which uses none).
     Every check that needs no data (task kind, prompt name, ``k``) runs in ``__init__``.
@@ -199,6 +200,7 @@ class InContextDataModule(L.LightningDataModule):
         self.block_size, self.batch_size, self.k = block_size, batch_size, k
         self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
         self.truncated: dict[str, int] = {}
+        self.skipped_lines: dict[str, int] = {}
         self.chance_levels: dict[str, dict[str, float | None]] = {}
         self.num_train_examples = 0
         self._requests: dict[str, list[Request]] = {}
@@ -224,10 +226,14 @@ class InContextDataModule(L.LightningDataModule):
             )
         source = demonstration_split(spec)
         if source == spec.train_split:
-            spec, data = load_task(dataclasses.replace(spec, train_limit=None))
+            everything = dataclasses.replace(spec, train_limit=None)
+            spec, data = load_task(everything, skipped_lines=self.skipped_lines)
             self.spec = dataclasses.replace(spec, train_limit=self.spec.train_limit)
         else:
-            data = {split: load_split(spec, split) for split in dict.fromkeys([source, *spec.eval_splits])}
+            data = {
+                split: load_split(spec, split, self.skipped_lines)
+                for split in dict.fromkeys([source, *spec.eval_splits])
+            }
         if missing := [s for s in self.eval_splits if s not in data]:
             raise ValueError(
                 f"task {spec.name!r}: no eval split(s) {missing}; the reader gave {sorted(data)}"

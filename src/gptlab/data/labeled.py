@@ -262,8 +262,9 @@ class LabeledDataModule(L.LightningDataModule):
 
     After ``setup()``: ``spec`` has its labels resolved (``spec.num_labels`` sizes the head),
     ``num_train_examples``, ``eval_splits`` (``val_dataloader()`` returns one loader per split, in
-    this order), ``truncated`` (split -> examples cut to ``block_size``) and, for ner,
-    ``dropped_words`` (split -> words lost to truncation).
+    this order), ``truncated`` (split -> examples cut to ``block_size``), ``skipped_lines`` (split
+    -> blank lines the reader skipped) and, for ner, ``dropped_words`` (split -> words lost to
+    truncation).
     """
 
     def __init__(
@@ -291,6 +292,7 @@ class LabeledDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.bucket_size = num_workers, bucket_size
         self.truncated: dict[str, int] = {}
+        self.skipped_lines: dict[str, int] = {}
         self.dropped_words: dict[str, int] = {}
         self._splits: dict[str, list[Transformed]] = {}
         self._collate = Collator(self.spec.kind, self.spec.regression)
@@ -302,7 +304,7 @@ class LabeledDataModule(L.LightningDataModule):
         # Imported here: the readers pull in their file-format dependencies only when a task is read.
         from gptlab.data.formats import load_task
 
-        spec, examples = load_task(self.spec, seed=self.seed)
+        spec, examples = load_task(self.spec, seed=self.seed, skipped_lines=self.skipped_lines)
         wanted = [spec.train_split, *spec.eval_splits]
         if missing := [s for s in spec.eval_splits if s not in examples]:
             raise ValueError(

@@ -10,7 +10,9 @@ fixed seed, so every run is evaluated on the same text) is held out; a single do
 **Cache.** Every document is tokenized once (GPT-2 BPE, ``EOT_ID`` after each) and a split's tokens
 are stored as one uint16 file in ``cache_dir``, named by the sha256 of the source content, the
 tokenizer and ``CACHE_VERSION``. A JSON sidecar records the token count and the sha256 of the
-token bytes; a file that disagrees with it is rebuilt, never read.
+token bytes; a file that disagrees with it is rebuilt, never read. The train sidecar also keeps
+the blank lines skipped per source split (``lines``/``jsonl`` files), so a run served from the cache
+reports them as a run that read the files does.
 
 **Train stream.** The train tokens are cut into ``N`` non-overlapping windows of ``block_size + 1``
 tokens at stride ``block_size`` (``x = w[:-1]``, ``y = w[1:]``). The stream is endless: global
@@ -50,7 +52,7 @@ from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 log = logging.getLogger(__name__)
 
 # Bump when the token files this module writes would change for the same source.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FORMATS = {
     "text": "one UTF-8 document per file; CRLF/CR line endings become LF",
     "lines": "one UTF-8 document per non-empty line",
@@ -132,7 +134,8 @@ Documents = list[str] | datasets.Dataset
 @dataclass(frozen=True)
 class _Source:
     fingerprint: Any  # JSON-able; equal fingerprints mean equal documents
-    load: Callable[[], dict[str, Documents]]  # split -> its documents
+    # (split -> its documents, split -> blank lines of its files skipped while reading them)
+    load: Callable[[], tuple[dict[str, Documents], dict[str, int]]]
 
 
 # ----------------------------------------------------------------------------- reading documents
@@ -191,23 +194,23 @@ def _read_parquet(task: TextTask, path: Path) -> list[str]:
     return [_field(task, path, row, f"row {n}") for n, row in enumerate(table.to_pylist(), 1)]
 
 
-def _read_documents(task: TextTask, path: Path) -> list[str]:
-    """The documents of one file; blank lines of ``lines``/``jsonl`` files are skipped and counted."""
+def _read_documents(task: TextTask, path: Path) -> tuple[list[str], int]:
+    """The documents of one file and the blank lines skipped (only ``lines``/``jsonl`` files have any)."""
     if task.format == "parquet":
-        return _read_parquet(task, path)
+        return _read_parquet(task, path), 0
     text = _decode(task, path)
     if task.format == "text":
-        return [text]
+        return [text], 0
     if task.format == "json" and text.lstrip().startswith("["):
         records = _json(task, path, text)
-        return [_field(task, path, record, f"record {n}") for n, record in enumerate(records, 1)]
+        return [_field(task, path, record, f"record {n}") for n, record in enumerate(records, 1)], 0
     lines = text.split("\n")
     kept = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if blank := len(lines) - len(kept) - (lines[-1] == ""):  # the file's final newline ends no blank line
         log.info("task %s: %s: skipped %d blank line(s)", task.name, path, blank)
     if task.format == "lines":
-        return [line for _, line in kept]
-    return [_field(task, path, _json(task, path, line, n), f"line {n}") for n, line in kept]
+        return [line for _, line in kept], blank
+    return [_field(task, path, _json(task, path, line, n), f"line {n}") for n, line in kept], blank
 
 
 def _local_source(task: TextTask) -> _Source:
@@ -236,8 +239,13 @@ def _local_source(task: TextTask) -> _Source:
         },
     }
 
-    def load() -> dict[str, Documents]:
-        return {split: [doc for p in ps for doc in _read_documents(task, p)] for split, ps in paths.items()}
+    def load() -> tuple[dict[str, Documents], dict[str, int]]:
+        documents, skipped = {}, {}
+        for split, ps in paths.items():
+            read = [_read_documents(task, p) for p in ps]
+            documents[split] = [doc for docs, _ in read for doc in docs]
+            skipped[split] = sum(blank for _, blank in read)
+        return documents, skipped
 
     return _Source(fingerprint, load)
 
@@ -247,7 +255,7 @@ def _embedded_source() -> _Source:
     digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
     return _Source(
         {"format": "embedded", "sha256": digest},
-        lambda: {"train": docs},
+        lambda: ({"train": docs}, {}),
     )
 
 
@@ -270,13 +278,11 @@ def _hub_source(task: TextTask) -> _Source:
         "splits": {s: ds._fingerprint for s, ds in loaded.items()},
     }
 
-    def load() -> dict[str, Documents]:
+    def load() -> tuple[dict[str, Documents], dict[str, int]]:
         texts = {split: ds.select_columns([field]) for split, ds in loaded.items()}
-        return (
-            texts
-            if field == "text"
-            else {split: ds.rename_column(field, "text") for split, ds in texts.items()}
-        )
+        if field != "text":
+            texts = {split: ds.rename_column(field, "text") for split, ds in texts.items()}
+        return texts, {}  # rows are records: there are no lines to skip
 
     return _Source(fingerprint, load)
 
@@ -436,12 +442,14 @@ def _split_tokens(task: TextTask, splits: dict[str, Documents], num_proc: int) -
 # ----------------------------------------------------------------------------- token cache
 
 
-def _write_tokens(path: Path, tokens: np.ndarray) -> None:
+def _write_tokens(path: Path, tokens: np.ndarray, **extra: Any) -> None:
+    """The token file, then its sidecar (token count, sha256, format, and the JSON-able ``extra``)."""
     data = tokens.astype(TOKEN_DTYPE, copy=False).tobytes()
     # Each file is replaced atomically: a kill mid-write leaves the old file or none, never half of one.
     write_atomic(path, data)
     # The sidecar goes last: it is what marks the token file complete.
     meta = {
+        **extra,
         "tokens": len(tokens),
         "sha256": hashlib.sha256(data).hexdigest(),
         "dtype": "uint16",
@@ -573,6 +581,7 @@ class TextDataModule(L.LightningDataModule):
     - ``stream_position()`` is the global position of the next sample training will consume.
 
     The trainer must run with ``use_distributed_sampler=False``: the sampler shards by rank itself.
+    After ``setup()``, ``skipped_lines`` holds source split -> blank lines skipped in its files.
     """
 
     def __init__(
@@ -600,6 +609,8 @@ class TextDataModule(L.LightningDataModule):
         self.start_sample, self.total_samples = start_sample, None
         self._resume_sample = start_sample
         self._splits: dict[str, tuple[Path, int]] = {}  # "train"/"val" -> (token file, token count)
+        # source split ("train", "validation") -> blank lines its files had, skipped (see _read_documents)
+        self.skipped_lines: dict[str, int] = {}
         self._train_sampler: StreamSampler | None = None
 
     # -- data preparation
@@ -633,15 +644,18 @@ class TextDataModule(L.LightningDataModule):
         paths = {split: self.cache_dir / f"{stem}.{split}.bin" for split in ("train", "val")}
         counts = {split: _cached_token_count(path) for split, path in paths.items()}
         if all(count is not None for count in counts.values()):
+            self.skipped_lines = json.loads(paths["train"].with_suffix(".json").read_text())["skipped_lines"]
             return {split: (paths[split], counts[split]) for split in paths}
-        tokens = _split_tokens(self.task, source.load(), self.num_proc)
+        documents, self.skipped_lines = source.load()
+        tokens = _split_tokens(self.task, documents, self.num_proc)
         if sum(len(t) for t in tokens.values()) == 0:
             raise ValueError(
                 f"task {self.task.name!r}: the corpus is empty (0 tokens; {self.task.describe()})"
             )
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         for split, path in paths.items():
-            _write_tokens(path, tokens[split])
+            extra = {"skipped_lines": self.skipped_lines} if split == "train" else {}
+            _write_tokens(path, tokens[split], **extra)
         log.info("task %s: cached %s", self.task.name, {s: f"{len(t)} tokens" for s, t in tokens.items()})
         return {split: (paths[split], len(tokens[split])) for split in paths}
 
