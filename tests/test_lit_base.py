@@ -1,9 +1,13 @@
-"""BackboneModule: gradient clipping under bf16-mixed with the fused AdamW it uses on CUDA."""
+"""BackboneModule: gradient clipping under bf16-mixed with the fused AdamW it uses on CUDA, and under
+FSDP; AdamW's weight-decay groups."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from gptlab.lit.base import param_groups
 from gptlab.lit.lm import LMModule
@@ -82,3 +86,32 @@ def test_adamw_is_fused_on_the_cpu_and_steps_like_the_for_loop_adamw() -> None:
             optimizer.zero_grad()
     for (name, a), b in zip(module.named_parameters(), reference.parameters()):
         assert torch.allclose(a, b, atol=1e-6), (name, float((a - b).abs().max()))
+
+
+def test_weight_decay_groups_survive_fsdp_flattening_the_parameters() -> None:
+    module = LMModule(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=64)))
+    decayed = {name for name, p in module.named_parameters() if p.dim() >= 2}
+    assert decayed and len(decayed) < len(list(module.parameters()))
+    # FSDP (use_orig_params) builds the optimizer when every parameter is a 1-D view of its shard
+    for p in module.parameters():
+        p.data = p.data.flatten()
+    names = {id(p): name for name, p in module.named_parameters()}
+    decay, no_decay = param_groups(module, 0.1)
+    assert {names[id(p)] for p in decay["params"]} == decayed
+    assert {names[id(p)] for p in no_decay["params"]} == set(names.values()) - decayed
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+
+
+def test_under_fsdp_the_norm_is_clipped_by_the_root_module_over_all_shards() -> None:
+    module = LMModule(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64)))
+    strategy = FSDPStrategy()
+    root = mock.Mock()
+    strategy.model = root  # the FSDP-wrapped module, which alone sees every rank's shard
+    trainer = mock.Mock(strategy=strategy)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    with mock.patch.object(LMModule, "trainer", trainer), mock.patch.object(LMModule, "clip_gradients") as local:
+        module.configure_gradient_clipping(optimizer, 0.5, "norm")
+        root.clip_grad_norm_.assert_called_once_with(0.5)
+        module.configure_gradient_clipping(optimizer, 0.5, "value")  # element-wise: local is exact
+        local.assert_called_once_with(optimizer, 0.5, "value")
+        assert root.clip_grad_norm_.call_count == 1

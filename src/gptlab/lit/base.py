@@ -1,8 +1,8 @@
 """``BackboneModule``: what every gptlab LightningModule that trains the backbone shares.
 
-AdamW with torch's fused kernel (CUDA and CPU), gradient clipping that works with it, and
-checkpoints that record the backbone's ``GPTConfig`` (so any of them can seed a new run through
-``model.init_from``).
+AdamW with torch's fused kernel (CUDA and CPU), gradient clipping that works with it and with
+FSDP's sharded gradients, and checkpoints that record the backbone's ``GPTConfig`` (so any of them
+can seed a new run through ``model.init_from``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import GradClipAlgorithmType
 
 from gptlab.model.checkpoint import CONFIG_KEY
@@ -23,11 +24,16 @@ FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay matrices and embeddings (>= 2-D), never biases or LayerNorm gains."""
+    """AdamW groups: decay the weights of linear layers and embeddings, never biases or LayerNorm gains.
+
+    Chosen by module type rather than by shape: under FSDP the optimizer is built after sharding,
+    when every parameter is a 1-D view of its shard.
+    """
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
     params = [p for p in model.parameters() if p.requires_grad]
     return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if id(p) in matrices], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0},
     ]
 
 
@@ -55,6 +61,12 @@ class BackboneModule(pl.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         plugin = self.trainer.precision_plugin
+        if isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_val:
+            if GradClipAlgorithmType(gradient_clip_algorithm or "norm") == GradClipAlgorithmType.NORM:
+                # Each rank holds a shard of the gradients: only the root FSDP module's clip_grad_norm_
+                # reduces the norm over all of them (Lightning's FSDP plugin refuses norm clipping).
+                self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+                return
         if isinstance(plugin, MixedPrecision) and plugin.scaler is None and gradient_clip_val:
             # Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales its
             # own gradients (fused AdamW), for fp16's sake. bf16 has no loss scaler: the gradients
