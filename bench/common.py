@@ -343,12 +343,14 @@ def load_average() -> float:
 @dataclass
 class Target:
     """A figure and its target: a ratio ``value >= bound``, or with ``at_most`` a quantity ``value <= bound``
-    (e.g. an accuracy gap in points, or a memory in MiB)."""
+    (e.g. an accuracy gap in points, or a memory in MiB); ``fmt`` formats the value (``".1e"`` for a
+    figure far below 0.01, such as a numerical difference)."""
 
     what: str
     value: float
     bound: float
     at_most: bool = False
+    fmt: str = ".2f"
 
     @property
     def met(self) -> bool:
@@ -358,7 +360,7 @@ class Target:
         verdict = "met" if self.met else "MISSED"
         relation = "<=" if self.at_most else ">="
         kind = "" if self.at_most else "ratio "
-        return f"{kind}{self.what} = {self.value:.2f} (target {relation} {self.bound:g}): {verdict}"
+        return f"{kind}{self.what} = {self.value:{self.fmt}} (target {relation} {self.bound:g}): {verdict}"
 
 
 @dataclass

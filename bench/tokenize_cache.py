@@ -65,7 +65,7 @@ def documents(spec: dict[str, Any]) -> list[str]:
     """The documents the datamodule tokenizes (its own reader: same decoding, same document split)."""
     task = TextTask.from_spec(spec)
     assert task.data_dir is not None
-    return [doc for file in task.files["train"] for doc in _read_documents(task, task.data_dir / file)]
+    return [doc for file in task.files["train"] for doc in _read_documents(task, task.data_dir / file)[0]]
 
 
 def build(spec: dict[str, Any], cache_dir: str) -> TextDataModule:

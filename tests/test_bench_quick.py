@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from gptlab.data.prompts import Request
+from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
+from gptlab.model.gpt import GPT, GPTConfig
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ("lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory")
+SCRIPTS = (
+    "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring"
+)
 # Scripts that read the real benchmark files.
-SHARED_DATA = ("tokenize_cache", "finetune_sst2")
+SHARED_DATA = ("tokenize_cache", "finetune_sst2", "incontext_scoring")
 
 
 @pytest.fixture
@@ -27,6 +34,8 @@ def bench_script(monkeypatch):
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        # registered while it runs, as an import would: dataclasses look their module up there
+        monkeypatch.setitem(sys.modules, spec.name, module)
         spec.loader.exec_module(module)
         return module
 
@@ -48,3 +57,39 @@ def test_quick_run_prints_its_ratio(name, bench_script, capsys, monkeypatch, req
     # a ratio is positive; an upper-bounded figure (an accuracy gap) may be exactly 0
     assert report.targets and all(t.value >= 0 if t.at_most else t.value > 0 for t in report.targets)
     assert (benchmarks.read_bytes() if benchmarks.exists() else None) == before  # --no-write wrote nothing
+    if name == "incontext_scoring":  # its second target: both ways of scoring give the same log-likelihoods
+        speed, same = report.targets
+        assert (speed.at_most, same.at_most, same.bound) == (False, True, 1e-4)
+        assert same.met, same.line()
+
+
+def test_incontext_scoring_sides_match_a_plain_forward(bench_script):
+    """Both sides of incontext_scoring give every answer the log-likelihood that one plain forward of
+    (context + answer) gives it, whatever the batching (uneven contexts, answers of 1 to 6 tokens)."""
+    script = bench_script("incontext_scoring")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_name("gpt-nano", n_layer=2, n_head=2, n_embd=16, block_size=32)).eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(0, GPT2_VOCAB_SIZE, (n,), generator=gen).tolist()
+
+    shapes = [(12, [1, 3, 2]), (20, [4, 1]), (5, [2, 2, 6, 1]), (1, [3])]  # (context, answer lengths)
+    requests = [
+        Request(tokens(c), [tokens(n) for n in answers], [1] * len(answers), label=0, truncated=False)
+        for c, answers in shapes
+    ]
+    expected = []
+    with torch.no_grad():
+        for r in requests:
+            for answer in r.continuations:
+                whole = torch.tensor(r.context + answer)
+                logprobs = model(whole[None, :-1])[0, len(r.context) - 1 :, :GPT2_VOCAB_SIZE].log_softmax(-1)
+                expected.append(float(logprobs.gather(1, whole[len(r.context) :, None]).sum()))
+    expected = torch.tensor(expected)
+
+    shared = script.score_shared(model, script.shared_batches(requests, batch_size=2, block_size=32), len(expected))
+    separate = script.score_separate(model, script.separate_batches(requests, rows_per_batch=3), len(expected))
+
+    torch.testing.assert_close(shared, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(separate, expected, atol=1e-4, rtol=0)
