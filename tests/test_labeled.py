@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import types
 from collections import Counter
 from collections.abc import Callable
@@ -46,20 +45,18 @@ def demo_config(name: str) -> dict[str, Any]:
 def reader(monkeypatch: pytest.MonkeyPatch) -> Callable[[ExampleSplits | None], None]:
     """Stands in for ``formats.load_task`` (another module's job): ``reader(splits)`` serves the given
     examples, ``reader(None)`` reads the demo tasks through ``read_demo_split``."""
-    try:
-        import gptlab.data.formats as formats
-    except ImportError:  # not landed yet
-        formats = types.ModuleType("gptlab.data.formats")
-        monkeypatch.setitem(sys.modules, "gptlab.data.formats", formats)
+    import gptlab.data.formats as formats
 
     def serve(splits: ExampleSplits | None) -> None:
-        def load_task(spec: TaskSpec, seed: int = 0) -> tuple[TaskSpec, ExampleSplits]:
+        def load_task(
+            spec: TaskSpec, seed: int = 0, skipped_lines: dict[str, int] | None = None
+        ) -> tuple[TaskSpec, ExampleSplits]:
             if splits is not None:
                 return spec, splits
             names = [spec.train_split, *spec.eval_splits]
             return spec, {s: demo_tasks.read_demo_split(spec, s) for s in names}
 
-        monkeypatch.setattr(formats, "load_task", load_task, raising=False)
+        monkeypatch.setattr(formats, "load_task", load_task)
 
     return serve
 

@@ -644,7 +644,8 @@ class TextDataModule(L.LightningDataModule):
         paths = {split: self.cache_dir / f"{stem}.{split}.bin" for split in ("train", "val")}
         counts = {split: _cached_token_count(path) for split, path in paths.items()}
         if all(count is not None for count in counts.values()):
-            self.skipped_lines = json.loads(paths["train"].with_suffix(".json").read_text())["skipped_lines"]
+            meta = json.loads(paths["train"].with_suffix(".json").read_text())
+            self.skipped_lines = meta.get("skipped_lines", {})  # written by every build since CACHE_VERSION 2
             return {split: (paths[split], counts[split]) for split in paths}
         documents, self.skipped_lines = source.load()
         tokens = _split_tokens(self.task, documents, self.num_proc)
