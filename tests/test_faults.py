@@ -217,7 +217,7 @@ def test_a_kill_during_a_token_cache_write_keeps_a_valid_cache(
     die_in_write(monkeypatch, at)
     with pytest.raises(Died):
         text._write_tokens(target, np.arange(2000, dtype=np.uint16))
-    assert text._cached_token_count(target) == 1000
+    assert text._cached_meta(target)["tokens"] == 1000
     assert np.array_equal(np.fromfile(target, dtype=np.uint16), np.arange(1000))
 
 
@@ -226,7 +226,7 @@ def test_a_cache_whose_sidecar_was_not_replaced_yet_is_rebuilt(tmp_path: Path, c
     target = tmp_path / "corpus.train.bin"
     text._write_tokens(target, np.arange(1000, dtype=np.uint16))
     write_atomic(target, np.arange(2000, dtype=np.uint16).tobytes())
-    assert text._cached_token_count(target) is None
+    assert text._cached_meta(target) is None
     assert "rebuilding" in caplog.text and str(target) in caplog.text
 
 
@@ -448,7 +448,7 @@ def test_a_cache_written_by_another_cache_version_is_rebuilt(tmp_path: Path, cap
     sidecar = path.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**meta, "cache_version": text.CACHE_VERSION - 1}))
-    assert text._cached_token_count(path) is None
+    assert text._cached_meta(path) is None
     assert "unusable" in caplog.text and str(path) in caplog.text
 
 

@@ -458,8 +458,9 @@ def _write_tokens(path: Path, tokens: np.ndarray, **extra: Any) -> None:
     write_atomic(path.with_suffix(".json"), json.dumps(meta).encode())
 
 
-def _cached_token_count(path: Path) -> int | None:
-    """Token count of a complete cache file; None when it is missing or damaged (then it is reported)."""
+def _cached_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar of a complete cache file (``tokens`` its token count); None when the file is
+    missing or damaged (then it is reported)."""
     sidecar = path.with_suffix(".json")
     if not path.exists() and not sidecar.exists():
         return None
@@ -474,7 +475,7 @@ def _cached_token_count(path: Path) -> int | None:
         elif _sha256_file(path) != meta["sha256"]:
             problem = "sha256 of the tokens differs from the sidecar"
         else:
-            return int(meta["tokens"])
+            return meta
     except (OSError, ValueError, KeyError, TypeError) as err:
         problem = f"{type(err).__name__}: {err}"
     log.warning("token cache %s is unusable (%s); rebuilding it", path, problem)
@@ -642,11 +643,10 @@ class TextDataModule(L.LightningDataModule):
         ).hexdigest()
         stem = f"{_UNSAFE_FILENAME_CHARS.sub('_', self.task.name)}-{key[:16]}"
         paths = {split: self.cache_dir / f"{stem}.{split}.bin" for split in ("train", "val")}
-        counts = {split: _cached_token_count(path) for split, path in paths.items()}
-        if all(count is not None for count in counts.values()):
-            meta = json.loads(paths["train"].with_suffix(".json").read_text())
-            self.skipped_lines = meta.get("skipped_lines", {})  # written by every build since CACHE_VERSION 2
-            return {split: (paths[split], counts[split]) for split in paths}
+        metas = {split: _cached_meta(path) for split, path in paths.items()}
+        if all(meta is not None for meta in metas.values()):
+            self.skipped_lines = metas["train"].get("skipped_lines", {})  # every build since CACHE_VERSION 2
+            return {split: (paths[split], int(metas[split]["tokens"])) for split in paths}
         documents, self.skipped_lines = source.load()
         tokens = _split_tokens(self.task, documents, self.num_proc)
         if sum(len(t) for t in tokens.values()) == 0:
