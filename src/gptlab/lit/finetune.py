@@ -18,7 +18,7 @@ from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
 from gptlab.model.heads import HEAD_KINDS, TaskHead
-from gptlab.tasks.metrics import IGNORE_INDEX, build_metrics
+from gptlab.tasks.metrics import IGNORE_INDEX, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 Batch = Mapping[str, torch.Tensor]
@@ -148,10 +148,9 @@ class FinetuneModule(BackboneModule):
         self.val_metrics[dataloader_idx].update(preds, labels)
 
     def on_validation_epoch_end(self) -> None:
-        several = len(self.eval_splits) > 1
         logs = {}
         for i, split in enumerate(self.eval_splits):
-            prefix = f"val/{split}/" if several else "val/"
+            prefix = val_prefix(split, self.eval_splits)
             logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
             logs["val/loss" if i == 0 else f"{prefix}loss"] = self.val_losses[i].compute()
             self.val_metrics[i].reset()

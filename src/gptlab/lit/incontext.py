@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.model.gpt import GPT
-from gptlab.tasks.metrics import Accuracy, build_metrics
+from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 Batch = Mapping[str, torch.Tensor]
@@ -137,10 +137,9 @@ class InContextModule(pl.LightningModule):
         self.val_acc_norm[dataloader_idx].update(normed.argmax(1), labels)
 
     def on_validation_epoch_end(self) -> None:
-        several = len(self.eval_splits) > 1
         logs = {}
         for i, split in enumerate(self.eval_splits):
-            prefix = f"val/{split}/" if several else "val/"
+            prefix = val_prefix(split, self.eval_splits)
             logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
             logs[f"{prefix}acc_norm"] = self.val_acc_norm[i].compute()
             logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))

@@ -169,3 +169,9 @@ def build_metrics(spec: TaskSpec) -> MetricCollection:
             f"valid names: {', '.join(factories)}"
         )
     return MetricCollection({name: factories[name](spec) for name in spec.metrics})
+
+
+def val_prefix(split: str, eval_splits: Sequence[str]) -> str:
+    """Where a split's validation metrics are logged: ``val/<split>/`` when a run evaluates several
+    splits, else ``val/`` (``gptlab.cli.train.result_rows`` reads the names back)."""
+    return f"val/{split}/" if len(eval_splits) > 1 else "val/"
