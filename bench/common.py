@@ -15,7 +15,6 @@ import os
 import platform
 import pstats
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from gptlab.atomic import write_atomic
 from gptlab.lit.base import FUSED_ADAMW_DEVICES, param_groups
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.resources import config_dir
@@ -421,9 +421,5 @@ def write_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode())
 

@@ -29,8 +29,10 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import common
-from gptlab.data import text
-from gptlab.data.text import TextDataModule, TextTask, _read_documents
+from gptlab.data import tokenize
+from gptlab.data.sources import read_split
+from gptlab.data.text import TextDataModule
+from gptlab.tasks.spec import TaskSpec
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 from gptlab.resources import config_dir
 
@@ -63,9 +65,7 @@ def truncated_copy(data_root: Path, into: Path, size: int) -> Path:
 
 def documents(spec: dict[str, Any]) -> list[str]:
     """The documents the datamodule tokenizes (its own reader: same decoding, same document split)."""
-    task = TextTask.from_spec(spec)
-    assert task.data_dir is not None
-    return [doc for file in task.files["train"] for doc in _read_documents(task, task.data_dir / file)[0]]
+    return [example["text"] for example in read_split(TaskSpec.from_config(spec), "train").examples]
 
 
 def build(spec: dict[str, Any], cache_dir: str) -> TextDataModule:
@@ -92,7 +92,7 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
     docs = {spec["name"]: documents(spec) for spec in specs}
     names = list(docs)
     per_corpus = {n: {"peer": [], "build": [], "cached": [], "ceiling": [], "serial": []} for n in names}
-    units = {name: text._work_units(docs[name], THREADS) for name in names}  # as the build cuts them
+    units = {name: tokenize._work_units(docs[name], THREADS) for name in names}  # as the build cuts them
 
     def encode_unit(unit: list[tuple[str, bool]]) -> list[Any]:
         return [encoder.encode_to_numpy(piece, disallowed_special=()) for piece, _ in unit]
@@ -127,7 +127,7 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
     for spec in specs:
         name = spec["name"]
         reference = [t for d in docs[name] for t in (*encoder.encode_ordinary(d), EOT_ID)]
-        assert text.encode_documents(docs[name], THREADS).tolist() == reference, f"{name}: ids differ"
+        assert tokenize.encode_documents(docs[name], THREADS).tolist() == reference, f"{name}: ids differ"
         with tempfile.TemporaryDirectory() as cache_dir:
             datamodule = build(spec, cache_dir)
             datamodule.setup()
@@ -204,7 +204,7 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
             "gptlab encodes on threads (tiktoken releases the GIL while it encodes): short documents are "
             "grouped and a long one (tiny Shakespeare) is cut, only between a non-space and a whitespace "
             "character, where GPT-2's pre-tokenizer provably cuts anyway, into "
-            f"{text.UNITS_PER_THREAD} units per thread. Ids checked equal to `encode_ordinary`'s before "
+            f"{tokenize.UNITS_PER_THREAD} units per thread. Ids checked equal to `encode_ordinary`'s before "
             "timing (one EOT per document included), and the cached token counts too.",
             f"Ceiling: each peer sample also times `encode_to_numpy` alone on {THREADS} threads over the "
             "same units (no reading, hashing, splitting or writing); its speed-up over the peer is what "
@@ -215,11 +215,11 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
         with tempfile.TemporaryDirectory() as cache_dir:
             profile = common.python_profile(lambda: [build(spec, cache_dir) for spec in specs])
         stage = {
-            "hash the sources": profile.cumulative("_sha256_file", "text.py"),
-            "read the documents": profile.cumulative("load", "text.py"),
-            "tokenize": profile.cumulative("tokenize_documents", "text.py"),
-            "of which cutting into units": profile.cumulative("_work_units", "text.py"),
-            "write tokens + sidecars": profile.cumulative("_write_tokens", "text.py"),
+            "hash the sources": profile.cumulative("sha256_file", "documents.py"),
+            "read the documents": profile.cumulative("load", "documents.py"),
+            "tokenize": profile.cumulative("tokenize_documents", "tokenize.py"),
+            "of which cutting into units": profile.cumulative("_work_units", "tokenize.py"),
+            "write tokens + sidecars": profile.cumulative("_write_tokens", "token_cache.py"),
         }
         # The stages that are not tiktoken's encoding; a perfect split halves the encoding only.
         fixed = sum(stage[k] for k in ("hash the sources", "read the documents", "of which cutting into units"))

@@ -14,10 +14,8 @@ from unittest import mock
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from gptlab.cli.train import build_all, train
-from gptlab.resources import config_dir
 
 
 def run_app(run_dir: Path, cache: Path, *overrides: str) -> tuple[list[dict], str]:
@@ -60,7 +58,7 @@ FINETUNE = (
 )
 
 
-def test_ddp_cpu_finetuning_matches_a_single_process_with_the_same_global_batch(tmp_path: Path) -> None:
+def test_ddp_cpu_finetuning_matches_a_single_process_with_the_same_global_batch(tmp_path: Path, compose_profile) -> None:
     # One process accumulates two micro-batches of 2 per step; two processes take one each.
     # regime.batch_size caps the per-device batch: the DDP run derives 2 from its cap of 4.
     # The single process runs in this one (no interpreter start), through the same train().
@@ -106,17 +104,20 @@ def test_ddp_cpu_jobs_of_a_multirun_each_train_in_their_own_dir(tmp_path: Path) 
     assert len(list(sweep.rglob("results.jsonl"))) == 2  # no stray run of the whole sweep elsewhere
 
 
-def compose_profile(name: str, *overrides: str, with_hydra: bool = False):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[f"hardware={name}", "paths.output_dir=unused", *overrides],
-            return_hydra_config=with_hydra,
+@pytest.fixture
+def compose_profile(compose_config):
+    """``compose_profile(name, *overrides, with_hydra=False)``: the ``train`` config on hardware profile ``name``."""
+
+    def compose_profile(name: str, *overrides: str, with_hydra: bool = False):
+        return compose_config(
+            f"hardware={name}", "paths.output_dir=unused", *overrides, return_hydra_config=with_hydra
         )
+
+    return compose_profile
 
 
 @pytest.mark.parametrize("name", ["cpu", "ddp-cpu"])
-def test_cpu_profiles_build_a_trainer_with_the_global_batch_split_over_their_processes(name: str) -> None:
+def test_cpu_profiles_build_a_trainer_with_the_global_batch_split_over_their_processes(name: str, compose_profile) -> None:
     cfg = compose_profile(name, "regime=finetune", "task=demo_topic")
     _, _, trainer = build_all(cfg)
     world = trainer.num_devices * trainer.num_nodes
@@ -128,7 +129,7 @@ def test_cpu_profiles_build_a_trainer_with_the_global_batch_split_over_their_pro
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="builds a GPU Trainer: needs a CUDA device")
 @pytest.mark.parametrize("name", ["gpu", "gpu-bf16", "ddp", "fsdp"])
-def test_gpu_profiles_build_their_trainer_on_a_gpu_machine(name: str) -> None:
+def test_gpu_profiles_build_their_trainer_on_a_gpu_machine(name: str, compose_profile) -> None:
     cfg = compose_profile(name, "regime=finetune", "task=demo_topic")
     _, _, trainer = build_all(cfg)
     assert trainer.num_devices == (1 if name.startswith("gpu") else torch.cuda.device_count())
@@ -137,7 +138,7 @@ def test_gpu_profiles_build_their_trainer_on_a_gpu_machine(name: str) -> None:
     assert type(trainer.strategy).__name__ == strategy
 
 
-def test_slurm_profile_configures_a_slurm_executor_for_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slurm_profile_configures_a_slurm_executor_for_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compose_profile) -> None:
     """The submitit launcher's own code builds the SLURM executor; only the submission is stubbed."""
     import submitit
     from hydra.utils import instantiate

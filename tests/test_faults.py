@@ -23,19 +23,17 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import gptlab.atomic
 import gptlab.lit.checkpoint_io
 from gptlab.atomic import write_atomic
 from gptlab.cli.train import build_all, resolve_ckpt_path
-from gptlab.data import text
-from gptlab.data.formats import DataFormatError, load_task
+from gptlab.data import token_cache
+from gptlab.data.sources import DataFormatError, load_task, read_split
 from gptlab.lit.checkpoint_io import AtomicCheckpointIO
 from gptlab.model.build import build_gpt
 from gptlab.model.checkpoint import CheckpointError, read_checkpoint
 from gptlab.model.hf import read_hf_gpt2
-from gptlab.resources import config_dir
 from gptlab.tasks.spec import TaskSpec
 
 # One intra-op thread per run: two or three runs share the CPUs, and oversubscribed OpenMP threads
@@ -188,7 +186,7 @@ def die_in_write(monkeypatch: pytest.MonkeyPatch, at: str) -> None:
             (path.parent / f".{path.name}.killed.tmp").write_bytes(b"partial")
 
     monkeypatch.setattr(gptlab.lit.checkpoint_io, "write_atomic", dying_write_atomic)
-    monkeypatch.setattr(text, "write_atomic", dying_write_atomic)
+    monkeypatch.setattr(token_cache, "write_atomic", dying_write_atomic)
 
 
 @pytest.mark.parametrize("at", KILL_POINTS)
@@ -213,20 +211,20 @@ def test_a_kill_during_a_token_cache_write_keeps_a_valid_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: str
 ) -> None:
     target = tmp_path / "corpus.train.bin"
-    text._write_tokens(target, np.arange(1000, dtype=np.uint16))
+    token_cache._write_tokens(target, np.arange(1000, dtype=np.uint16))
     die_in_write(monkeypatch, at)
     with pytest.raises(Died):
-        text._write_tokens(target, np.arange(2000, dtype=np.uint16))
-    assert text._cached_meta(target)["tokens"] == 1000
+        token_cache._write_tokens(target, np.arange(2000, dtype=np.uint16))
+    assert token_cache._cached_meta(target)["tokens"] == 1000
     assert np.array_equal(np.fromfile(target, dtype=np.uint16), np.arange(1000))
 
 
 def test_a_cache_whose_sidecar_was_not_replaced_yet_is_rebuilt(tmp_path: Path, caplog) -> None:
     # a kill between the two renames of _write_tokens: new tokens, old sidecar
     target = tmp_path / "corpus.train.bin"
-    text._write_tokens(target, np.arange(1000, dtype=np.uint16))
+    token_cache._write_tokens(target, np.arange(1000, dtype=np.uint16))
     write_atomic(target, np.arange(2000, dtype=np.uint16).tobytes())
-    assert text._cached_meta(target) is None
+    assert token_cache._cached_meta(target) is None
     assert "rebuilding" in caplog.text and str(target) in caplog.text
 
 
@@ -386,13 +384,11 @@ class KillAt(pl.Callback):
 
 
 def fit_in(
-    tmp_path: Path, run: str, overrides: list[str], kill_after: int | None = None, ckpt_path: str | None = None
+    compose_config, tmp_path: Path, run: str, overrides: list[str], kill_after: int | None = None,
+    ckpt_path: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Fit in ``tmp_path/run`` (dying after step ``kill_after``, if given); the module's final state."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            *overrides, f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}",
-        ])
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}")
     pl.seed_everything(cfg.seed)
     datamodule, module, trainer = build_all(cfg)
     if kill_after is not None:
@@ -401,14 +397,14 @@ def fit_in(
     return module.state_dict()
 
 
-def test_a_killed_run_resumes_exactly_in_process(tmp_path: Path, one_thread) -> None:
+def test_a_killed_run_resumes_exactly_in_process(tmp_path: Path, one_thread, compose_config) -> None:
     overrides = [
         *run_overrides(write_corpus(tmp_path / "data")), "trainer.max_steps=6", "trainer.val_check_interval=3",
         "callbacks.model_checkpoint.every_n_train_steps=2",
     ]
 
     def fit(run: str, kill_after: int | None = None, ckpt_path: str | None = None):
-        return fit_in(tmp_path, run, overrides, kill_after, ckpt_path)
+        return fit_in(compose_config, tmp_path, run, overrides, kill_after, ckpt_path)
 
     straight = fit("a")
     with pytest.raises(Killed):
@@ -420,7 +416,7 @@ def test_a_killed_run_resumes_exactly_in_process(tmp_path: Path, one_thread) -> 
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-def test_a_fine_tuning_run_killed_mid_epoch_resumes_exactly(tmp_path: Path, one_thread) -> None:
+def test_a_fine_tuning_run_killed_mid_epoch_resumes_exactly(tmp_path: Path, one_thread, compose_config) -> None:
     overrides = [
         "regime=finetune", "task=demo_topic", "task.train_limit=48", "model=gpt-nano",
         "model.block_size=64", "model.dropout=0.1", "regime.batch_size=8", "regime.global_batch_size=8",
@@ -429,7 +425,7 @@ def test_a_fine_tuning_run_killed_mid_epoch_resumes_exactly(tmp_path: Path, one_
     ]
 
     def fit(run: str, kill_after: int | None = None, ckpt_path: str | None = None):
-        return fit_in(tmp_path, run, overrides, kill_after, ckpt_path)
+        return fit_in(compose_config, tmp_path, run, overrides, kill_after, ckpt_path)
 
     straight = fit("a")  # 6 steps an epoch
     with pytest.raises(Killed):
@@ -444,11 +440,11 @@ def test_a_fine_tuning_run_killed_mid_epoch_resumes_exactly(tmp_path: Path, one_
 
 def test_a_cache_written_by_another_cache_version_is_rebuilt(tmp_path: Path, caplog) -> None:
     path = tmp_path / "corpus.train.bin"
-    text._write_tokens(path, np.arange(10, dtype=np.uint16))
+    token_cache._write_tokens(path, np.arange(10, dtype=np.uint16))
     sidecar = path.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**meta, "cache_version": text.CACHE_VERSION - 1}))
-    assert text._cached_meta(path) is None
+    sidecar.write_text(json.dumps({**meta, "cache_version": token_cache.CACHE_VERSION - 1}))
+    assert token_cache._cached_meta(path) is None
     assert "unusable" in caplog.text and str(path) in caplog.text
 
 
@@ -481,23 +477,24 @@ def test_a_windows_1252_file_names_the_line_and_the_encoding_option(tmp_path: Pa
 
 def test_a_windows_1252_corpus_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes("line one\nna\u00efve\n".encode("cp1252"))
-    task = text.TextTask.from_spec({"name": "toy", "format": "text", "data_dir": str(tmp_path)})
-    with pytest.raises(DataFormatError, match=r"a\.txt is not valid UTF-8: line 2 has bytes b'\\xef"):
-        text._read_documents(task, tmp_path / "a.txt")
+    task = TaskSpec(name="toy", kind="lm", format="text", data_dir=str(tmp_path), files={"train": "a.txt"})
+    with pytest.raises(DataFormatError, match=r"a\.txt, line 2: bytes b'\\xef' are not UTF-8"):
+        read_split(task, "train")
 
 
 def test_blank_lines_are_skipped_and_counted(tmp_path: Path, caplog) -> None:
     spec = tsv_spec(tmp_path, b"sentence\tlabel\n\na\t1\n\r\nb\t0\n\n")
     skipped: dict[str, int] = {}
-    with caplog.at_level(logging.INFO, logger="gptlab.data.formats"):
+    with caplog.at_level(logging.INFO, logger="gptlab.data.sources"):
         _, data = load_task(spec, skipped_lines=skipped)
     assert [e["text"] for e in data["train"]] == ["a", "b"]
     assert skipped == {"train": 3}
     assert "skipped 3 blank line(s)" in caplog.text and str(tmp_path / "train.tsv") in caplog.text
     (tmp_path / "c.jsonl").write_text('{"text": "x"}\n\n   \n{"text": "y"}\n')
-    task = text.TextTask.from_spec({"name": "toy", "format": "jsonl", "data_dir": str(tmp_path)})
-    with caplog.at_level(logging.INFO, logger="gptlab.data.text"):
-        assert text._read_documents(task, tmp_path / "c.jsonl") == (["x", "y"], 2)
+    task = TaskSpec(name="toy", kind="lm", format="jsonl", data_dir=str(tmp_path), files={"train": "c.jsonl"})
+    with caplog.at_level(logging.INFO, logger="gptlab.data.sources"):
+        raw = read_split(task, "train")
+    assert ([e["text"] for e in raw.examples], raw.blank_lines) == (["x", "y"], 2)
     assert "skipped 2 blank line(s)" in caplog.text
 
 

@@ -6,7 +6,7 @@ end-to-end runs go through the Hydra app on the demo task of each kind.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,10 +18,11 @@ from test_train import make_cfg
 from torch.utils.data import DataLoader
 
 from gptlab.cli.train import result_rows, train
+from gptlab.data.contract import TaskDataModule
 from gptlab.lit.finetune import FinetuneModule, per_word, warmup_linear
 from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.checkpoint import BACKBONE_PREFIX, read_checkpoint
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 from gptlab.report.results import read_results
 from gptlab.tasks.spec import TaskSpec
 
@@ -37,11 +38,6 @@ SPECS = {
         TaskSpec(name="syn_ner", kind="ner", format="demo", labels=TAGS, metrics=["precision", "recall", "f1"]),
     )
 }
-
-
-def tiny_gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=V))
 
 
 def make_batch(spec: TaskSpec, B: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -78,12 +74,15 @@ def make_batch(spec: TaskSpec, B: int = 4, seed: int = 0) -> dict[str, torch.Ten
     return batch
 
 
-class SyntheticTask(pl.LightningDataModule):
-    """The attributes FinetuneModule reads from gptlab's LabeledDataModule, on synthetic batches."""
+class SyntheticTask(TaskDataModule):
+    """The DataModule contract FinetuneModule reads, on synthetic batches."""
+
+    NATURE = "finetune"
 
     def __init__(self, spec: TaskSpec, eval_splits: list[str], train_batches: int = 4) -> None:
-        super().__init__()
-        self.spec, self.eval_splits = spec, eval_splits
+        spec = replace(spec, eval_splits=eval_splits)
+        super().__init__(asdict(spec))
+        self.spec = spec
         self.train = [make_batch(spec, seed=i) for i in range(train_batches)]
         self.num_train_examples = 4 * train_batches
         self.block_size = T
@@ -102,8 +101,8 @@ class SyntheticTask(pl.LightningDataModule):
 no_trainer = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
 
-def module_for(spec: TaskSpec, **kwargs) -> FinetuneModule:
-    module = FinetuneModule(tiny_gpt(), asdict(spec), **kwargs)
+def module_for(model: GPT, spec: TaskSpec, **kwargs) -> FinetuneModule:
+    module = FinetuneModule(model, asdict(spec), **kwargs)
     module.configure_task(spec, ["validation"])
     return module.eval()  # no dropout, so two passes over a batch agree
 
@@ -120,9 +119,9 @@ def fit(module: FinetuneModule, data: SyntheticTask, tmp_path: Path, steps: int 
 
 @no_trainer
 @pytest.mark.parametrize("lm_lambda", [0.5, 2.0])
-def test_loss_is_task_loss_plus_lambda_times_lm_loss(lm_lambda: float) -> None:
+def test_loss_is_task_loss_plus_lambda_times_lm_loss(lm_lambda: float, tiny_gpt) -> None:
     spec = SPECS["entailment"]
-    module, batch = module_for(spec, lm_lambda=lm_lambda), make_batch(spec)
+    module, batch = module_for(tiny_gpt(vocab_size=V), spec, lm_lambda=lm_lambda), make_batch(spec)
     loss = module.training_step(batch, 0)
     scores, hidden = module(batch)
     task = module.head.loss(scores, batch["labels"])
@@ -132,9 +131,9 @@ def test_loss_is_task_loss_plus_lambda_times_lm_loss(lm_lambda: float) -> None:
 
 
 @no_trainer
-def test_lm_lambda_zero_skips_the_lm_head(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lm_lambda_zero_skips_the_lm_head(monkeypatch: pytest.MonkeyPatch, tiny_gpt) -> None:
     spec = SPECS["classification"]
-    module, batch = module_for(spec, lm_lambda=0.0), make_batch(spec)
+    module, batch = module_for(tiny_gpt(vocab_size=V), spec, lm_lambda=0.0), make_batch(spec)
 
     def no_lm_head(*args, **kwargs):
         raise AssertionError("lm_loss called with lm_lambda=0")
@@ -146,9 +145,9 @@ def test_lm_lambda_zero_skips_the_lm_head(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_each_kind_trains_and_validates_its_metrics(kind: str, tmp_path: Path) -> None:
+def test_each_kind_trains_and_validates_its_metrics(kind: str, tmp_path: Path, tiny_gpt) -> None:
     spec = SPECS[kind]
-    module = FinetuneModule(tiny_gpt(), asdict(spec), lr=1e-3)
+    module = FinetuneModule(tiny_gpt(vocab_size=V), asdict(spec), lr=1e-3)
     trainer = fit(module, SyntheticTask(spec, ["validation"]), tmp_path)
     logged = trainer.logged_metrics
     assert {"train/loss", "train/task_loss", "train/lm_loss"} <= logged.keys()
@@ -158,11 +157,11 @@ def test_each_kind_trains_and_validates_its_metrics(kind: str, tmp_path: Path) -
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == [0.0, 0.0]
 
 
-def test_several_eval_splits_log_and_record_each_split(tmp_path: Path) -> None:
+def test_several_eval_splits_log_and_record_each_split(tmp_path: Path, tiny_gpt) -> None:
     spec = SPECS["classification"]
     splits = ["validation_matched", "validation_mismatched"]
     data = SyntheticTask(spec, splits)
-    module = FinetuneModule(tiny_gpt(), asdict(spec))
+    module = FinetuneModule(tiny_gpt(vocab_size=V), asdict(spec))
     trainer = fit(module, data, tmp_path, steps=1)
     metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=data, verbose=False)[0].items()}
     assert set(metrics) == {
@@ -174,7 +173,7 @@ def test_several_eval_splits_log_and_record_each_split(tmp_path: Path) -> None:
         "val/validation_mismatched/mcc",
     }
     cfg = OmegaConf.create(
-        {"task": {"name": spec.name}, "regime": {"name": "finetune"}, "model": {"name": "tiny", "init_from": None}, "seed": 3}
+        {"task": {"name": spec.name}, "regime": {"name": "finetune", "nature": "finetune"}, "model": {"name": "tiny", "init_from": None}, "seed": 3}
     )
     rows = {(r.split, r.metric): r for r in result_rows(cfg, metrics, data, trainer)}
     assert set(rows) == {(s, m) for s in splits for m in ("loss", "acc", "mcc")}
@@ -197,9 +196,9 @@ def test_warmup_then_linear_decay_to_zero() -> None:
     assert factors[2:] == pytest.approx([(10 - s) / 8 for s in range(2, 11)])
 
 
-def test_a_fine_tuned_checkpoint_seeds_another_run(tmp_path: Path) -> None:
+def test_a_fine_tuned_checkpoint_seeds_another_run(tmp_path: Path, tiny_gpt) -> None:
     spec = SPECS["ner"]
-    module = FinetuneModule(tiny_gpt(), asdict(spec))
+    module = FinetuneModule(tiny_gpt(vocab_size=V), asdict(spec))
     trainer = fit(module, SyntheticTask(spec, ["validation"]), tmp_path, steps=1)
     trainer.save_checkpoint(tmp_path / "ft.ckpt")
     backbone = load_gpt_checkpoint(tmp_path / "ft.ckpt")
@@ -207,9 +206,9 @@ def test_a_fine_tuned_checkpoint_seeds_another_run(tmp_path: Path) -> None:
         assert torch.equal(backbone.state_dict()[name], tensor), name
 
 
-def test_only_labelled_task_kinds_are_fine_tuned() -> None:
+def test_only_labelled_task_kinds_are_fine_tuned(tiny_gpt) -> None:
     with pytest.raises(ValueError, match="task kind is 'lm'"):
-        FinetuneModule(tiny_gpt(), {"name": "corpus", "kind": "lm", "format": "text"})
+        FinetuneModule(tiny_gpt(vocab_size=V), {"name": "corpus", "kind": "lm", "format": "text"})
 
 
 DEMO_TASKS = {

@@ -1,4 +1,4 @@
-"""Task data readers (``gptlab.data.formats``) and the task YAMLs.
+"""Task data readers (``gptlab.data.sources``) and the task YAMLs.
 
 The real benchmark files must give the official counts and the MANIFEST's label distributions; bad
 input must fail before training with a message naming the file and line.
@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import gptlab.resources
-from gptlab.data.formats import FORMATS, DataFormatError, load_split, load_task
+from gptlab.data.sources import FORMATS, DataFormatError, load_split, load_task
 from gptlab.tasks.spec import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +256,7 @@ def test_labels_null_reads_the_sorted_label_set(tmp_path: Path, caplog: pytest.L
         tmp_path, "sentence\tlabel\na\tb\nb\ta\nc\tc\n", labels=None,
         files={"train": "train.tsv", "validation": "dev.tsv"}, eval_splits=["validation"],
     )
-    with caplog.at_level(logging.INFO, logger="gptlab.data.formats"):
+    with caplog.at_level(logging.INFO, logger="gptlab.data.sources"):
         resolved, data = load_task(spec)
     assert resolved.labels == ["a", "b", "c"] and resolved.num_labels == 3
     assert [e["label"] for e in data["train"]] == [1, 0, 2] and data["validation"][0]["label"] == 1
@@ -429,16 +427,9 @@ def test_every_task_of_the_issue_has_a_yaml() -> None:
     assert set(LOCAL_TASKS) | set(HUB_TASKS) <= set(labeled_task_names())
 
 
-@pytest.fixture(scope="module")
-def hydra_configs():
-    """Hydra initialised once for the module (each initialisation costs about half a second)."""
-    with initialize_config_dir(config_dir=str(gptlab.resources.config_dir()), version_base=None):
-        yield
-
-
 @pytest.mark.parametrize("name", labeled_task_names())
-def test_task_yaml_composes_into_a_task_spec(hydra_configs, name: str) -> None:
-    cfg = compose("train", overrides=[f"task={name}", "paths.data_dir=/srv/shared-data"])
+def test_task_yaml_composes_into_a_task_spec(compose_config, name: str) -> None:
+    cfg = compose_config(f"task={name}", "paths.data_dir=/srv/shared-data")
     spec = TaskSpec.from_config(cfg.task)
     assert spec.name == name and spec.format in FORMATS
     if name in METRICS:

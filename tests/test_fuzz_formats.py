@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from gptlab.data import text
-from gptlab.data.formats import DataFormatError, load_task
+from gptlab.data.sources import DataFormatError, load_task, read_split
 from gptlab.tasks.spec import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,14 +266,15 @@ def _lm_sample(fmt: str) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["text", "lines", "jsonl", "json", "parquet"])
 def test_corrupted_corpus_files_parse_or_raise_data_format_error(tmp_path: Path, fmt: str) -> None:
-    task = text.TextTask.from_spec({"name": "fuzz", "kind": "lm", "format": fmt, "data_dir": str(tmp_path)})
     path = tmp_path / f"corpus.{fmt}"
+    task = TaskSpec(name="fuzz", kind="lm", format=fmt, data_dir=str(tmp_path), files={"train": path.name})
     outcomes: dict[str, int] = {"parsed": 0, "DataFormatError": 0}
     for corruption_name, seed, corrupted in fuzz_cases(_lm_sample(fmt)):
         case = f"{fmt} / {corruption_name} / seed {seed}"
         path.write_bytes(corrupted)
         try:
-            docs, skipped = text._read_documents(task, path)
+            raw = read_split(task, "train")
+            docs, skipped = [example["text"] for example in raw.examples], raw.blank_lines
         except DataFormatError as err:
             assert corruption_name != "original", f"{case}: the valid sample failed: {err}"
             assert str(path) in str(err), f"{case}: the error does not name the file: {err}"

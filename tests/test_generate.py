@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from gptlab.cli.sample import RULE, main, sample_text
 from gptlab.model.generate import GPT2_VOCAB_SIZE, generate
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 
 BLOCK = 32
 SMALL_VOCAB = 256  # for tests of the sampling filters, which do not need GPT-2's vocabulary
@@ -24,10 +25,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_gpt(seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    config = dict(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK)
-    return GPT(GPTConfig(**{**config, **overrides})).eval()
+@pytest.fixture
+def tiny_gpt(tiny_gpt):
+    """conftest's tiny model at this file's shape: context BLOCK, GPT-2's vocabulary padded to
+    50304 (so the gptlab special tokens exist above it), in eval mode."""
+    return functools.partial(tiny_gpt, block_size=BLOCK, vocab_size=50304, eval_mode=True)
 
 
 def prompts(batch: int = 2, length: int = 5, high: int = GPT2_VOCAB_SIZE, seed: int = 1) -> torch.Tensor:
@@ -42,7 +44,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
-def test_incremental_logits_match_full_forward(overrides: dict) -> None:
+def test_incremental_logits_match_full_forward(overrides: dict, tiny_gpt) -> None:
     model = tiny_gpt(**overrides)
     seq = prompts(length=BLOCK)
     cache = model.new_cache()
@@ -57,7 +59,7 @@ def test_incremental_logits_match_full_forward(overrides: dict) -> None:
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 @pytest.mark.parametrize("prompt_len", [5, BLOCK + 8], ids=["short-prompt", "prompt-past-block"])
 def test_greedy_is_identical_with_and_without_cache_past_block_size(
-    overrides: dict, prompt_len: int
+    overrides: dict, prompt_len: int, tiny_gpt
 ) -> None:
     # 2 * BLOCK new tokens: the window slides for the last ~BLOCK steps, where the cached path
     # re-prefills; both paths then read exactly the last BLOCK tokens (the documented policy).
@@ -70,7 +72,7 @@ def test_greedy_is_identical_with_and_without_cache_past_block_size(
     assert torch.equal(cached, uncached)
 
 
-def test_uncached_path_crops_like_nanogpt() -> None:
+def test_uncached_path_crops_like_nanogpt(tiny_gpt) -> None:
     model = tiny_gpt()
     idx = prompts(length=BLOCK + 3)
     out = generate(model, idx, 1, temperature=0, use_cache=False)
@@ -79,7 +81,7 @@ def test_uncached_path_crops_like_nanogpt() -> None:
     assert torch.equal(out[:, -1], expected)
 
 
-def test_eval_mode_during_generation_and_mode_restored() -> None:
+def test_eval_mode_during_generation_and_mode_restored(tiny_gpt) -> None:
     model = tiny_gpt(dropout=0.5).train()
     idx = prompts()
     # Active dropout would make the two greedy runs disagree.
@@ -92,7 +94,7 @@ def test_eval_mode_during_generation_and_mode_restored() -> None:
     assert not model.training
 
 
-def test_sampling_is_reproducible_with_a_seed() -> None:
+def test_sampling_is_reproducible_with_a_seed(tiny_gpt) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     idx = prompts(high=SMALL_VOCAB)
 
@@ -105,7 +107,7 @@ def test_sampling_is_reproducible_with_a_seed() -> None:
     assert not torch.equal(run(7), run(8))
 
 
-def test_top_k_one_and_tiny_top_p_are_greedy() -> None:
+def test_top_k_one_and_tiny_top_p_are_greedy(tiny_gpt) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     idx = prompts(high=SMALL_VOCAB)
     kwargs = dict(vocab_limit=None, generator=torch.Generator().manual_seed(0))
@@ -114,7 +116,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy() -> None:
     assert torch.equal(generate(model, idx, 12, temperature=1.0, top_p=1e-9, **kwargs), greedy)
 
 
-def test_generated_ids_stay_below_vocab_limit() -> None:
+def test_generated_ids_stay_below_vocab_limit(tiny_gpt) -> None:
     model = tiny_gpt(vocab_size=16)
     idx = prompts(batch=4, high=8)
     gen = torch.Generator().manual_seed(0)
@@ -125,7 +127,7 @@ def test_generated_ids_stay_below_vocab_limit() -> None:
     assert limited.max() < 8
 
 
-def test_default_vocab_limit_excludes_gptlab_special_tokens() -> None:
+def test_default_vocab_limit_excludes_gptlab_special_tokens(tiny_gpt) -> None:
     model = tiny_gpt()
     with torch.no_grad():  # make the special-token rows the most likely continuation
         model.wte.weight[GPT2_VOCAB_SIZE:] = model.wte.weight[:GPT2_VOCAB_SIZE].sum(0) * 10
@@ -134,7 +136,7 @@ def test_default_vocab_limit_excludes_gptlab_special_tokens() -> None:
     assert generate(model, idx, 5, temperature=0).max() < GPT2_VOCAB_SIZE
 
 
-def test_stop_token_ends_generation() -> None:
+def test_stop_token_ends_generation(tiny_gpt) -> None:
     model = tiny_gpt()
     idx = prompts(batch=1)
     free = generate(model, idx, 10, temperature=0)
@@ -145,7 +147,7 @@ def test_stop_token_ends_generation() -> None:
     assert torch.equal(out, free[:, : out.shape[1]])
 
 
-def test_finished_rows_keep_emitting_stop_token() -> None:
+def test_finished_rows_keep_emitting_stop_token(tiny_gpt) -> None:
     model = tiny_gpt()
     idx = prompts(batch=2)
     free = generate(model, idx, 10, temperature=0)
@@ -157,7 +159,7 @@ def test_finished_rows_keep_emitting_stop_token() -> None:
             assert (row[int(hits[0]) :] == stop).all()
 
 
-def test_zero_new_tokens_returns_the_prompt() -> None:
+def test_zero_new_tokens_returns_the_prompt(tiny_gpt) -> None:
     model = tiny_gpt()
     idx = prompts()
     assert torch.equal(generate(model, idx, 0), idx)
@@ -180,14 +182,13 @@ def test_zero_new_tokens_returns_the_prompt() -> None:
         ({"idx": torch.zeros(1, 3)}, "idx"),
     ],
 )
-def test_invalid_arguments_raise(kwargs: dict, message: str) -> None:
+def test_invalid_arguments_raise(kwargs: dict, message: str, tiny_gpt) -> None:
     args = {"idx": prompts(), "max_new_tokens": 3, **kwargs}
     with pytest.raises(ValueError, match=message):
         generate(tiny_gpt(), **args)
 
 
-def save_tiny_checkpoint(path: Path) -> GPT:
-    model = tiny_gpt()
+def save_tiny_checkpoint(model: GPT, path: Path) -> GPT:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -199,7 +200,7 @@ def save_tiny_checkpoint(path: Path) -> GPT:
     return model
 
 
-def test_sample_text_greedy_is_cache_independent_and_keeps_the_prompt() -> None:
+def test_sample_text_greedy_is_cache_independent_and_keeps_the_prompt(tiny_gpt) -> None:
     model = tiny_gpt()
     kwargs = dict(num_samples=2, max_new_tokens=8, temperature=0, top_k=None, top_p=None, seed=0)
     cached = sample_text(model, "Hello", **kwargs)
@@ -208,8 +209,8 @@ def test_sample_text_greedy_is_cache_independent_and_keeps_the_prompt() -> None:
     assert not sample_text(model, "", **kwargs)[0].startswith("<|endoftext|>")
 
 
-def test_cli_samples_from_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    save_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+def test_cli_samples_from_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_gpt) -> None:
+    save_tiny_checkpoint(tiny_gpt(), tmp_path / "run" / "checkpoints" / "last.ckpt")
     args = [str(tmp_path / "run"), "--prompt", "Hello", "--num-samples", "3", "--max-new-tokens", "6"]
     main([*args, "--device", "cpu"])
     first = capsys.readouterr().out
@@ -219,9 +220,9 @@ def test_cli_samples_from_a_run_directory(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().out == first
 
 
-def test_cli_samples_from_a_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_samples_from_a_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_gpt) -> None:
     ckpt = tmp_path / "model.ckpt"
-    save_tiny_checkpoint(ckpt)
+    save_tiny_checkpoint(tiny_gpt(), ckpt)
     main([str(ckpt), "--prompt", "", "--num-samples", "1", "--max-new-tokens", "4", "--top-k", "0"])
     out = capsys.readouterr().out
     assert RULE not in out and out.strip()
@@ -243,9 +244,9 @@ def test_cli_reports_a_missing_checkpoint(tmp_path: Path, capsys: pytest.Capture
     assert str(run_dir) in err and str(run_dir / "checkpoints" / "last.ckpt") in err
 
 
-def test_cli_reports_bad_sampling_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_bad_sampling_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_gpt) -> None:
     ckpt = tmp_path / "model.ckpt"
-    save_tiny_checkpoint(ckpt)
+    save_tiny_checkpoint(tiny_gpt(), ckpt)
     with pytest.raises(SystemExit):
         main([str(ckpt), "--top-p", "0"])
     assert "top_p" in capsys.readouterr().err

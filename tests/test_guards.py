@@ -7,27 +7,21 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from gptlab.cli.train import build_all
 from gptlab.lit.guards import NonFiniteLossError
 from gptlab.model.checkpoint import read_checkpoint
-from gptlab.resources import config_dir
 
 
-def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "debug=fast",
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                "trainer.max_steps=6",
-                "trainer.val_check_interval=2",
-                "callbacks.model_checkpoint.every_n_train_steps=2",
-            ],
-        )
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, compose_config) -> None:
+    cfg = compose_config(
+        "debug=fast",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=2",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+    )
     pl.seed_everything(0)
     datamodule, module, trainer = build_all(cfg)
     real_step = module.training_step

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 from gptlab.model.heads import TaskHead, pool_at
+from gptlab.tasks.kinds import KINDS
 
 C = 32
 
 
 @pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=16, vocab_size=64)).eval()
+def model(tiny_gpt) -> GPT:
+    return tiny_gpt(n_embd=C, eval_mode=True)
 
 
 def hidden_of(model: GPT, ids: torch.Tensor) -> torch.Tensor:
@@ -23,8 +23,9 @@ def hidden_of(model: GPT, ids: torch.Tensor) -> torch.Tensor:
 
 
 def head(kind: str, num_labels: int = 3, regression: bool = False) -> TaskHead:
+    """The head of task kind ``kind``, by the shape its record names."""
     torch.manual_seed(1)
-    return TaskHead(kind, C, num_labels, dropout=0.1, regression=regression).eval()
+    return TaskHead(KINDS[kind].head, C, num_labels, dropout=0.1, regression=regression).eval()
 
 
 def test_pooling_reads_the_extract_position(model: GPT) -> None:
@@ -94,7 +95,7 @@ def test_regression_loss_is_mse() -> None:
 
 
 def test_bad_head_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="valid kinds: classification"):
+    with pytest.raises(ValueError, match="no task head of shape 'lm'; valid shapes: pooled, pooled_sum"):
         TaskHead("lm", C, 2)
     with pytest.raises(ValueError, match="regression head has one output"):
-        TaskHead("similarity", C, 2, regression=True)
+        TaskHead("pooled_sum", C, 2, regression=True)

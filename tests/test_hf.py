@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from gptlab.model.build import build_gpt
 from gptlab.model.gpt import GPT, GPTConfig
-from gptlab.model.hf import GPT2_VOCAB_SIZE, export_hf_gpt2, load_hf_gpt2
+from gptlab.model.hf import CONV1D, GPT2_VOCAB_SIZE, export_hf_gpt2, load_hf_gpt2
 from gptlab.model.registry import model_config
 
 transformers = pytest.importorskip("transformers")
@@ -216,6 +216,83 @@ def test_unknown_hub_id_offline_names_the_id(monkeypatch) -> None:
 def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
         load_hf_gpt2(str(tmp_path / "no-such-dir"))
+
+
+# ---------------------------------------------------------------- GPT-1 (post-LN) vs OpenAIGPT
+
+
+def openai_gpt_to_gptlab_state(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``OpenAIGPTModel``'s tensors under gptlab's names, written out here (gptlab imports no GPT-1).
+
+    The blocks use GPT-2's names (``attn.c_attn``, ``attn.c_proj``, ``ln_1``, ``mlp.c_fc``,
+    ``mlp.c_proj``, ``ln_2``) and ``Conv1D`` layout (in, out); only the embeddings are renamed.
+    """
+    renamed = {"tokens_embed.weight": "wte.weight", "positions_embed.weight": "wpe.weight"}
+    state = {}
+    for key, tensor in hf_state.items():
+        name = renamed.get(key, key)
+        state[name] = tensor.t() if name.endswith(CONV1D) else tensor
+    return state
+
+
+def unit_scale_(module: torch.nn.Module, seed: int) -> None:
+    """Random weights that give every pre-activation a scale of about 1.
+
+    At the usual 0.02 init the GELU inputs are ~0.1, where GELU's exact and tanh forms agree to
+    ~1e-5, so a wrong activation would pass; LayerNorms and biases are made non-trivial too, so
+    a swapped or untransposed tensor shows.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if ".ln_" in name and name.endswith(".weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            elif p.dim() == 1:  # biases
+                p.copy_(0.2 * noise)
+            elif name.endswith("_embed.weight"):
+                p.copy_(noise)
+            else:  # Conv1D weight, (in, out): unit-variance outputs for unit-variance inputs
+                p.copy_(noise / p.shape[0] ** 0.5)
+
+
+def test_gpt1_post_ln_matches_transformers_openai_gpt() -> None:
+    """GPT-1's layout (post-LN, no final LayerNorm, tanh GELU) computes what OpenAIGPTModel does."""
+    n_layer, n_head, n_embd, n_positions, vocab = 3, 4, 32, 16, 96
+    hf_config = transformers.OpenAIGPTConfig(
+        vocab_size=vocab, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        afn="gelu",  # OpenAIGPT's "gelu" is gelu_new, GELU's tanh approximation (as GPT-1's code)
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+    )
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(hf_config).eval()
+    unit_scale_(hf, seed=11)
+    model = GPT(GPTConfig(
+        name="tiny-gpt1", n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=n_positions,
+        vocab_size=vocab, dropout=0.0, bias=True, norm="post", attention="dense", layer_norm_eps=1e-5,
+    )).eval()
+    state = openai_gpt_to_gptlab_state(hf.transformer.state_dict())
+    assert state.keys() == model.state_dict().keys()  # the mapping covers every tensor, both ways
+    model.load_state_dict(state)
+    assert hf.lm_head.weight.data_ptr() == hf.transformer.tokens_embed.weight.data_ptr()
+
+    # Each block's output, to name the first layer that differs rather than only the last.
+    ours_per_layer: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda m, a, out: ours_per_layer.append(out)) for b in model.h]
+    ids = torch.randint(0, vocab, (3, n_positions), generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        ref = hf.transformer(input_ids=ids, output_hidden_states=True)
+        ref_logits = hf(input_ids=ids).logits
+        hidden = model.hidden_states(ids)
+        logits = model(ids)
+    for hook in hooks:
+        hook.remove()
+    assert len(ref.hidden_states) == n_layer + 1  # embeddings, then one per block
+    for i, (got, want) in enumerate(zip(ours_per_layer, ref.hidden_states[1:])):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m, i=i: f"block {i}: {m}")
+    # Post-LN ends on block n_layer-1's ln_2: no final LayerNorm on top (GPT-1 has none either).
+    torch.testing.assert_close(hidden, ref.last_hidden_state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- build_gpt

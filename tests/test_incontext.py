@@ -3,6 +3,7 @@ levels, every bad input, and end-to-end Hydra runs of regime=zero_shot/one_shot/
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import types
@@ -13,6 +14,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from test_train import make_cfg
 
 from gptlab.cli.train import check_config, result_rows, train
@@ -21,16 +23,16 @@ from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
 from gptlab.lit.incontext import InContextModule, choice_loglikelihoods
 from gptlab.model.checkpoint import CONFIG_KEY
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 from gptlab.report.results import read_results
 from gptlab.tasks.chance import chance_levels, majority_label
 from gptlab.tasks.spec import TaskSpec
 
 
-def tiny_gpt(**overrides: Any) -> GPT:
-    torch.manual_seed(0)
-    config = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50304, dropout=0.0)
-    return GPT(GPTConfig(**{**config, **overrides})).eval()
+@pytest.fixture
+def tiny_gpt(tiny_gpt):
+    """conftest's tiny model at this file's shape: context 64, GPT-2's padded vocabulary, eval mode."""
+    return functools.partial(tiny_gpt, block_size=64, vocab_size=50304, eval_mode=True)
 
 
 def reference_loglikelihood(model: GPT, context: list[int], continuation: list[int]) -> float:
@@ -78,7 +80,7 @@ MODELS = {
 
 @pytest.mark.parametrize("model_kind", list(MODELS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_prefix_sharing_equals_scoring_each_sequence_separately(case: str, model_kind: str) -> None:
+def test_prefix_sharing_equals_scoring_each_sequence_separately(case: str, model_kind: str, tiny_gpt) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB, **MODELS[model_kind])
     requests = random_requests(CASES[case])
     expected = [reference_loglikelihood(model, r.context, c) for r in requests for c in r.continuations]
@@ -86,7 +88,7 @@ def test_prefix_sharing_equals_scoring_each_sequence_separately(case: str, model
     assert got == pytest.approx(expected, abs=1e-4)
 
 
-def test_scores_do_not_depend_on_the_batch_size() -> None:
+def test_scores_do_not_depend_on_the_batch_size(tiny_gpt) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     requests = random_requests([(n, [1 + n % 3, 2]) for n in range(1, 14)], seed=3)
     one = scores(model, requests, batch_size=1)
@@ -147,7 +149,7 @@ def validate(module: pl.LightningModule, datamodule: pl.LightningDataModule) -> 
     return {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
 
 
-def test_logged_metrics_equal_an_independent_count_of_plain_scores(toy: dict[str, Any]) -> None:
+def test_logged_metrics_equal_an_independent_count_of_plain_scores(toy: dict[str, Any], tiny_gpt) -> None:
     dm = InContextDataModule(toy, block_size=64, batch_size=4, k=2, fewshot_seed=3)
     model = tiny_gpt()
     metrics = validate(InContextModule(model), dm)
@@ -167,7 +169,7 @@ def test_logged_metrics_equal_an_independent_count_of_plain_scores(toy: dict[str
     assert [r.choice_chars for r in dm.requests("validation")] == [[2, 3]] * n  # len("no"), len("yes")
 
 
-def test_truncated_contexts_are_counted(toy: dict[str, Any]) -> None:
+def test_truncated_contexts_are_counted(toy: dict[str, Any], tiny_gpt) -> None:
     block = 14
     dm = InContextDataModule(toy, block_size=block, batch_size=4, k=1)
     dm.setup()
@@ -184,7 +186,7 @@ def test_truncated_contexts_are_counted(toy: dict[str, Any]) -> None:
 
 def contexts_of(dm: InContextDataModule) -> list[str]:
     """The validation contexts as text: the task read again, the demonstrations drawn again."""
-    from gptlab.data.formats import load_task
+    from gptlab.data.sources import load_task
     from gptlab.data.prompts import fewshot_contexts
 
     _, data = load_task(dm.spec)
@@ -266,10 +268,19 @@ def test_chance_levels_by_hand() -> None:
     assert chance_levels(sts, [{"label": 1.0}], [{"label": 2.0}]) == {"pearson": None, "acc": None, "acc_norm": None}
 
 
-def test_finetune_rows_carry_the_chance_level(tmp_path: Path) -> None:
-    cfg = make_cfg(tmp_path, "regime=finetune", "task=demo_nextsent")
+def test_finetune_rows_carry_the_chance_level_computed_when_the_data_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path, "regime=finetune", "task=demo_nextsent", "task.train_limit=40")
+    datamodule = instantiate(cfg.regime.datamodule, _convert_="partial")
+    datamodule.setup("fit")
+    assert datamodule.num_train_examples == 40  # chance comes from the full split, not the subset
+
+    def read_again(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the task was read a second time to compute chance levels")
+
+    monkeypatch.setattr("gptlab.data.sources.read_split", read_again)
     trainer = types.SimpleNamespace(val_dataloaders=[types.SimpleNamespace(dataset=[0] * 160)])
-    datamodule = types.SimpleNamespace(eval_splits=["validation"], num_train_examples=400)
     rows = {r.metric: r for r in result_rows(cfg, {"val/acc": 0.6, "val/loss": 0.7}, datamodule, trainer)}
     assert rows["acc"].chance == 0.5 and rows["loss"].chance is None  # balanced labels
     assert rows["acc"].k is None and rows["acc"].prompt is None
@@ -353,7 +364,7 @@ def test_zero_shot_on_a_language_modelling_task_reports_perplexity(
     "overrides, error",
     [
         (["regime=zero_shot", "task=stsb"], "task 'stsb' is not supported in context: it is a regression task"),
-        (["regime=few_shot", "task=conll2003"], "task 'conll2003' is NER"),
+        (["regime=few_shot", "task=conll2003"], "task 'conll2003' is not evaluated in context: NER has a tag for every word"),
         (["regime=one_shot", "task=demo_corpus"], "language-modelling task.*only regime=zero_shot runs it"),
         (["regime=few_shot", "task=sst2", "regime.prompt=gpt2"], "no prompt named 'gpt2'; valid prompts: lm-eval, gpt1-very"),
         (["regime=few_shot", "regime.fit=true"], "never train"),

@@ -43,9 +43,9 @@ def demo_config(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def reader(monkeypatch: pytest.MonkeyPatch) -> Callable[[ExampleSplits | None], None]:
-    """Stands in for ``formats.load_task`` (another module's job): ``reader(splits)`` serves the given
+    """Stands in for ``sources.load_task`` (another module's job): ``reader(splits)`` serves the given
     examples, ``reader(None)`` reads the demo tasks through ``read_demo_split``."""
-    import gptlab.data.formats as formats
+    import gptlab.data.labeled as labeled
 
     def serve(splits: ExampleSplits | None) -> None:
         def load_task(
@@ -56,7 +56,7 @@ def reader(monkeypatch: pytest.MonkeyPatch) -> Callable[[ExampleSplits | None], 
             names = [spec.train_split, *spec.eval_splits]
             return spec, {s: demo_tasks.read_demo_split(spec, s) for s in names}
 
-        monkeypatch.setattr(formats, "load_task", load_task)
+        monkeypatch.setattr(labeled, "load_task", load_task)
 
     return serve
 
@@ -373,7 +373,8 @@ def test_lightning_drives_the_epochs(reader) -> None:
 
 
 def test_the_real_reader_serves_the_demo_tasks() -> None:
-    """Once ``formats.load_task`` exists, it reads ``format: demo`` through ``read_demo_split``."""
-    formats = pytest.importorskip("gptlab.data.formats")
-    spec, splits = formats.load_task(TaskSpec.from_config(demo_config("demo_order")), seed=0)
+    """``sources.load_task`` reads ``format: demo`` through ``read_demo_split``."""
+    from gptlab.data import sources
+
+    spec, splits = sources.load_task(TaskSpec.from_config(demo_config("demo_order")), seed=0)
     assert splits["validation"] == demo_tasks.read_demo_split(spec, "validation")

@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from gptlab.lit.base import param_groups
 from gptlab.lit.lm import LMModule
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 
 
 class GradNormProbe(pl.Callback):
@@ -36,10 +36,8 @@ class FusedAdamWLM(LMModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-3, fused=True)
 
 
-def fit_with_clip(clip: float, precision: str) -> GradNormProbe:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))
-    ids = torch.randint(0, 64, (4, 4, 17))
+def fit_with_clip(model: GPT, clip: float, precision: str) -> GradNormProbe:
+    ids = torch.randint(0, 64, (4, 4, 17))  # drawn after tiny_gpt() seeded torch: the same every run
     loader = torch.utils.data.DataLoader([(x[:, :-1], x[:, 1:]) for x in ids], batch_size=None)
     probe = GradNormProbe()
     trainer = pl.Trainer(
@@ -57,18 +55,17 @@ def fit_with_clip(clip: float, precision: str) -> GradNormProbe:
     return probe
 
 
-def test_bf16_mixed_clips_the_gradients_of_a_fused_adamw() -> None:
+def test_bf16_mixed_clips_the_gradients_of_a_fused_adamw(tiny_gpt) -> None:
     # Lightning's own mixed-precision clipping raises for a fused optimizer
-    unclipped = fit_with_clip(0.0, "bf16-mixed").norms
+    unclipped = fit_with_clip(tiny_gpt(), 0.0, "bf16-mixed").norms
     clip = min(unclipped) / 4  # every step's gradient is larger than this
-    clipped = fit_with_clip(clip, "bf16-mixed").norms
+    clipped = fit_with_clip(tiny_gpt(), clip, "bf16-mixed").norms
     assert len(clipped) == len(unclipped) == 4
     assert all(abs(norm - clip) <= 1e-3 * clip for norm in clipped)
 
 
-def test_adamw_is_fused_on_the_cpu_and_steps_like_the_for_loop_adamw() -> None:
-    torch.manual_seed(0)
-    module = LMModule(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64)))
+def test_adamw_is_fused_on_the_cpu_and_steps_like_the_for_loop_adamw(tiny_gpt) -> None:
+    module = LMModule(tiny_gpt(n_layer=1, n_embd=16, block_size=8))
     reference = LMModule(GPT(module.model.config))
     reference.load_state_dict(module.state_dict())
     # eps well above float noise: the key bias has a zero gradient up to rounding, and Adam would
@@ -88,8 +85,8 @@ def test_adamw_is_fused_on_the_cpu_and_steps_like_the_for_loop_adamw() -> None:
         assert torch.allclose(a, b, atol=1e-6), (name, float((a - b).abs().max()))
 
 
-def test_weight_decay_groups_survive_fsdp_flattening_the_parameters() -> None:
-    module = LMModule(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=64)))
+def test_weight_decay_groups_survive_fsdp_flattening_the_parameters(tiny_gpt) -> None:
+    module = LMModule(tiny_gpt(n_embd=16, block_size=8))
     decayed = {name for name, p in module.named_parameters() if p.dim() >= 2}
     assert decayed and len(decayed) < len(list(module.parameters()))
     # FSDP (use_orig_params) builds the optimizer when every parameter is a 1-D view of its shard
@@ -102,8 +99,8 @@ def test_weight_decay_groups_survive_fsdp_flattening_the_parameters() -> None:
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
 
 
-def test_under_fsdp_the_norm_is_clipped_by_the_root_module_over_all_shards() -> None:
-    module = LMModule(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64)))
+def test_under_fsdp_the_norm_is_clipped_by_the_root_module_over_all_shards(tiny_gpt) -> None:
+    module = LMModule(tiny_gpt(n_layer=1, n_embd=16, block_size=8))
     strategy = FSDPStrategy()
     root = mock.Mock()
     strategy.model = root  # the FSDP-wrapped module, which alone sees every rank's shard

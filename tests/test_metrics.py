@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score as binary_f1
 from omegaconf import OmegaConf
 from sklearn.metrics import matthews_corrcoef
 
-from gptlab.data.formats import load_split
+from gptlab.data.sources import load_split
 from gptlab.resources import config_dir
 from gptlab.tasks.metrics import EntityScore, build_metrics
 from gptlab.tasks.spec import TaskSpec

@@ -111,6 +111,54 @@ def test_local_band_limits_what_sparse_layers_see() -> None:
     assert torch.equal(mask, expected)
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["full", "kv-cache"])
+def test_gpt3_layers_alternate_dense_and_banded_exactly(cached: bool) -> None:
+    """GPT-3's ``attention="alternating"``: layers 0, 2, 4, ... are dense and layers 1, 3, ... see
+    only the last ``local_window`` positions, their own included (query q sees keys q-w+1..q).
+
+    Checked by behaviour, one block at a time: nudge the block's input at key position j and see
+    whether its output at query q moves. Every (q, j) pair is checked, so an alternation shifted by
+    one layer, or a band one position too wide or too narrow, fails. ``cached``: the sequence is
+    decoded one token at a time through a KV cache, as in generation.
+    """
+    window, T, n_embd = 3, 8, 32
+    config = GPTConfig.from_name(
+        "gpt3-small", n_layer=4, n_head=2, n_embd=n_embd, block_size=T, vocab_size=64,
+        local_window=window,
+    )
+    assert config.attention == "alternating"  # the shipped GPT-3 sizes use it
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, T, n_embd, generator=gen)
+    nudge = torch.randn(n_embd, generator=gen)
+
+    def outputs(block, i: int, inputs: torch.Tensor) -> torch.Tensor:
+        """The block's output at every position (T, n_embd): in one pass, or decoded token by token."""
+        with torch.no_grad():
+            if not cached:
+                return block(inputs, None, None, i)[0]
+            cache = model.new_cache()
+            return torch.cat([block(inputs[:, t : t + 1], None, cache, i) for t in range(T)], 1)[0]
+
+    for i, block in enumerate(model.h):
+        banded = i % 2 == 1
+        kind = f"banded (window {window})" if banded else "dense"
+        base = outputs(block, i, x)
+        for j in range(T):
+            changed = x.clone()
+            changed[0, j] += nudge
+            out = outputs(block, i, changed)
+            for q in range(j, T):
+                sees = not torch.equal(out[q], base[q])
+                expected = q - j < window if banded else True
+                assert sees == expected, (
+                    f"layer {i} should be {kind}, but its query {q} "
+                    f"{'sees' if sees else 'does not see'} key {j}"
+                )
+            assert torch.equal(out[:j], base[:j])  # and never a later key (causal)
+
+
 def test_padding_mask_hides_pad_tokens_from_real_ones() -> None:
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=64)).eval()

@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
@@ -19,14 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
 from gptlab.cli.train import train
 from gptlab.model.gpt import GPTConfig
-from gptlab.resources import config_dir, group_choices
+from gptlab.resources import group_choices
 from gptlab.schema import (
     REGIME_SCHEMAS,
     ConfigError,
     InContextRegimeSchema,
     ModelSchema,
     PerplexitySchema,
-    TaskSchema,
     validate_config,
 )
 from gptlab.tasks.spec import TaskSpec
@@ -38,8 +37,8 @@ REGIME_TASK = {"pretrain": "demo_corpus", "finetune": "sst2", "zero_shot": "sst2
 
 @functools.lru_cache(maxsize=None)
 def _composed(groups: tuple[str, ...]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=["paths.output_dir=unused", *groups])
+    # conftest's composer by import, not as a fixture: this cache lives for the whole session
+    return compose_config("paths.output_dir=unused", *groups)
 
 
 def compose_with(*overrides: str) -> DictConfig:
@@ -122,10 +121,10 @@ def test_every_hparams_search_validates(search: str) -> None:
         (["model.n_head=5"], "model: GPTConfig: n_embd=48 is not divisible by n_head=5"),
         # task
         (["task.kind=poetry"], "task.kind=poetry: must be one of lm, classification"),
-        (["task.format=csv"], "task.format=csv: must be one of text, lines, jsonl, json, parquet, embedded"),
+        (["task.format=csv"], "task.format=csv: must be one of jsonl, json, parquet, text, lines, hub, embedded (for kind lm)"),
         (["task.val_fraction=1.0"], "task.val_fraction=1.0: must be in (0, 1)"),
         (["regime=finetune", "task=sst2", "task.train_limit=0"], "task.train_limit=0: must be >= 1"),
-        (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, conll"),
+        (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, jsonl, json, parquet, hub, demo (for kind classification)"),
         # sample
         (["sample.temperature=0"], "sample.temperature=0: must be > 0"),
     ],
@@ -163,8 +162,8 @@ def test_every_problem_is_reported_at_once() -> None:
     ]
 
 
-def test_unknown_regime_name_lists_the_known_ones() -> None:
-    assert f"regime.name=mine: must be one of {', '.join(REGIME_SCHEMAS)}" in errors_of("regime.name=mine")
+def test_unknown_regime_nature_lists_the_known_ones() -> None:
+    assert "regime.nature=mine: must be one of pretrain, finetune, incontext" in errors_of("regime.nature=mine")
 
 
 def test_a_bad_config_fails_before_any_data_is_read(tmp_path: Path) -> None:
@@ -185,7 +184,7 @@ def _regime_targets() -> dict[str, tuple[type, str, str]]:
     out = {}
     for name in group_choices("regime"):
         regime = compose_with(f"regime={name}", f"task={REGIME_TASK[name]}").regime
-        out[name] = (REGIME_SCHEMAS[regime.name], regime.module._target_, regime.datamodule._target_)
+        out[name] = (REGIME_SCHEMAS[regime.nature], regime.module._target_, regime.datamodule._target_)
         if "perplexity" in regime:
             pp = regime.perplexity
             out[f"{name}.perplexity"] = (PerplexitySchema, pp.module._target_, pp.datamodule._target_)
@@ -215,8 +214,20 @@ def test_model_schema_lists_the_build_arguments() -> None:
     assert _fields(ModelSchema) - {"_target_"} == expected
 
 
-def test_task_schema_lists_the_task_spec_fields_and_text_field() -> None:
-    assert _fields(TaskSchema) == {f.name for f in dataclasses.fields(TaskSpec)} | {"text_field"}
+def test_the_task_node_is_checked_against_task_spec_itself() -> None:
+    errors = errors_of("task=sst2", "+task.colour=red", "task.train_limit=0", "task.kind=poem")
+    assert f"task.colour: unknown key; valid keys: {', '.join(sorted(_fields(TaskSpec)))}" in errors
+    assert "task.train_limit=0: must be >= 1" in errors
+    assert "task.kind=poem: must be one of lm, classification" in errors
+
+
+def test_an_old_task_key_names_its_replacement() -> None:
+    errors = errors_of("task=tinyshakespeare", "+task.text_field=body")
+    assert "task.text_field: replaced by task.fields.text (e.g. task.fields.text=<value>)" in errors
+
+
+def test_a_format_that_does_not_read_the_kind_is_refused() -> None:
+    assert "task.format=conll: must be one of glue_tsv, jsonl" in errors_of("task=sst2", "task.format=conll")
 
 
 def test_in_context_schema_has_the_regime_keys_the_yaml_sets() -> None:

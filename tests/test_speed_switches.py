@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
 from gptlab.cli.train import build_all
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT
 from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
-from gptlab.resources import config_dir
-
-
-def tiny_gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))
 
 
 def loss_and_grads(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -27,7 +21,7 @@ def loss_and_grads(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, list[to
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def test_activation_checkpointing_recomputes_the_same_loss_and_gradients() -> None:
+def test_activation_checkpointing_recomputes_the_same_loss_and_gradients(tiny_gpt) -> None:
     model = tiny_gpt().train()
     idx = torch.randint(0, 64, (3, 16))
     loss, grads = loss_and_grads(model, idx)
@@ -56,34 +50,33 @@ def test_chunked_loss_under_bf16_autocast_matches_the_full_logits_loss(rows: int
         torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-4)
 
 
-def compose_run(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=["debug=fast", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
-        )
+@pytest.fixture
+def compose_run(tmp_path: Path, compose_config):
+    """``compose_run(*overrides)``: a fast debug run writing under ``tmp_path``."""
+    return functools.partial(
+        compose_config, "debug=fast", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"
+    )
 
 
 @pytest.mark.parametrize("compile_flag", [False, True])
 def test_build_all_applies_compile_and_activation_checkpointing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compile_flag: bool
+    compose_run, monkeypatch: pytest.MonkeyPatch, compile_flag: bool
 ) -> None:
     compiled: list[GPT] = []
     monkeypatch.setattr(GPT, "compile_training", lambda self: compiled.append(self))
-    cfg = compose_run(tmp_path, f"compile={compile_flag}", "activation_checkpointing=true")
+    cfg = compose_run(f"compile={compile_flag}", "activation_checkpointing=true")
     _, module, _ = build_all(cfg)
     assert module.model.activation_checkpointing
     assert compiled == ([module.model] if compile_flag else [])
 
 
-def test_scoring_regimes_never_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scoring_regimes_never_compile(compose_run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(GPT, "compile_training", lambda self: pytest.fail("compiled a scoring run"))
-    build_all(compose_run(tmp_path, "compile=true", "regime=zero_shot", "task=demo_topic"))
+    build_all(compose_run("compile=true", "regime=zero_shot", "task=demo_topic"))
 
 
-def test_gpu_profiles_compile_and_the_cpu_profile_does_not() -> None:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        gpu = compose(config_name="train", overrides=["hardware=gpu-bf16"])
-        cpu = compose(config_name="train", overrides=["hardware=cpu"])
+def test_gpu_profiles_compile_and_the_cpu_profile_does_not(compose_config) -> None:
+    gpu = compose_config("hardware=gpu-bf16")
+    cpu = compose_config("hardware=cpu")
     assert gpu.compile and gpu.float32_matmul_precision == "high"
     assert not cpu.compile and cpu.float32_matmul_precision == "highest"

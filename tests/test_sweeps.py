@@ -16,14 +16,13 @@ from unittest import mock
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from gptlab.cli.report import main as report_main
 from gptlab.cli.sweep import COMPLETE_MARKER, FAILURES_FILE, config_hash, job_dirname
 from gptlab.cli.train import main as gptlab_main
-from gptlab.resources import config_dir, group_choices
+from gptlab.resources import group_choices
 
 # A fine-tuning job of two optimizer steps on 4 examples, scored on 2 validation batches.
 FAST_JOB = (
@@ -157,13 +156,10 @@ def test_optuna_sweep_stores_its_study_in_the_sweep_dir_and_resumes(tmp_path: Pa
 
 
 @pytest.mark.parametrize("name", group_choices("hparams_search"))
-def test_every_hparams_search_composes_with_an_optuna_sweeper_storing_in_the_sweep_dir(name: str) -> None:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"hparams_search={name}", "hydra.sweep.dir=/sweeps/x"],
-            return_hydra_config=True,
-        )
+def test_every_hparams_search_composes_with_an_optuna_sweeper_storing_in_the_sweep_dir(
+    name: str, compose_config
+) -> None:
+    cfg = compose_config(f"hparams_search={name}", "hydra.sweep.dir=/sweeps/x", return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
     assert sweeper.storage == "sqlite:////sweeps/x/optuna.db"
@@ -180,11 +176,9 @@ def test_job_dirnames_are_single_path_components() -> None:
     assert len(job_dirname(long_a)) <= 200 and job_dirname(long_a) != job_dirname(long_b)
 
 
-def test_config_hash_follows_what_a_job_computes_not_where_its_files_live() -> None:
+def test_config_hash_follows_what_a_job_computes_not_where_its_files_live(compose_config) -> None:
     def hash_of(*overrides: str) -> str:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=["regime=finetune", "task=sst2", *overrides])
-        return config_hash(cfg)
+        return config_hash(compose_config("regime=finetune", "task=sst2", *overrides))
 
     base = hash_of("paths.output_dir=/a", "paths.data_dir=data")
     assert hash_of("paths.output_dir=/b", "paths.data_dir=/elsewhere/data", "logger=tensorboard", "tags=[x]") == base

@@ -18,11 +18,8 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from hydra import compose, initialize_config_dir
-
 from gptlab.cli.tracking import wandb_run_finished
 from gptlab.cli.train import train
-from gptlab.resources import config_dir
 
 _BLOCK = 32768  # LevelDB log block; every chunk has a 7-byte header (crc32, length, type)
 _FULL, _LAST = 1, 4
@@ -131,13 +128,9 @@ def test_a_sweeps_wandb_runs_hold_group_config_metrics_and_results_and_a_failed_
     assert failed.exit_code == 1  # wandb.finish ran although the job raised
 
 
-def test_loggers_many_records_the_run_in_tensorboard_csv_and_offline_wandb(tmp_path: Path) -> None:
+def test_loggers_many_records_the_run_in_tensorboard_csv_and_offline_wandb(tmp_path: Path, compose_config) -> None:
     run = tmp_path / "run"
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[*FAST_JOB, "logger=many", f"paths.output_dir={run}"],
-        )
+    cfg = compose_config(*FAST_JOB, "logger=many", f"paths.output_dir={run}")
     with wandb_run_finished():
         train(cfg)
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))

@@ -12,24 +12,20 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.errors import InstantiationException, MissingConfigException
 
 from gptlab.cli.train import build_all, resolve_ckpt_path, split_global_batch, train
-from gptlab.resources import config_dir
+from gptlab.data.sources import DataFormatError
+from gptlab.report.results import read_results
 
 
 def make_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                "debug=fast",
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                *overrides,
-            ],
-        )
+    """A ``debug=fast`` run writing under ``tmp_path``. A plain function, not a fixture, because
+    test_finetune and test_incontext import it; so it takes conftest's composer by import."""
+    return compose_config(
+        "debug=fast", f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides
+    )
 
 
 def test_pretraining_run_writes_checkpoints_results_and_logs(tmp_path: Path) -> None:
@@ -116,7 +112,7 @@ def test_block_size_beyond_the_context_is_refused_before_training(tmp_path: Path
 
 def test_missing_data_path_names_the_path_and_format(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "task=tinyshakespeare", f"paths.data_dir={tmp_path / 'nowhere'}")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataFormatError) as err:
         train(cfg)
     assert str(tmp_path / "nowhere" / "tinyshakespeare") in str(err.value)
     assert "text" in str(err.value)
@@ -151,3 +147,33 @@ def test_console_script_runs_the_hydra_app(tmp_path: Path) -> None:
     assert "val/ppl=" in result.stdout
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "run" / "results.jsonl").is_file()
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPTLAB_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "gptlab", *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ones_own_json_lines_corpus_pretrains_and_writes_its_results(tmp_path: Path) -> None:
+    """Pre-training on a JSON-lines corpus whose text is in field ``body``, from the command line."""
+    data = tmp_path / "corpus"
+    data.mkdir()
+    records = [json.dumps({"id": i, "body": f"Line {i} of a corpus of my own, with words."}) for i in range(300)]
+    (data / "train.jsonl").write_text("\n".join(records[:150]) + "\n\n" + "\n".join(records[150:]) + "\n")
+    corpus = [
+        "task=tinyshakespeare", "task.format=jsonl", f"task.data_dir={data}", "task.files.train=train.jsonl",
+        "model=gpt-nano", "trainer.max_steps=3",
+    ]
+    result = run_cli(tmp_path, *corpus, "task.fields.text=body")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {(row["split"], row["metric"]): row["value"] for row in read_results(tmp_path / "run" / "results.jsonl")}
+    assert 0 < rows["validation", "loss"] < 11.5 and rows["validation", "ppl"] > 1
+    assert rows["train", "skipped_blank_lines"] == 1
+
+
+def test_an_old_task_key_fails_before_training_naming_its_replacement(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "task=tinyshakespeare", "task.format=jsonl", "+task.text_field=body")
+    assert result.returncode != 0
+    assert "task.text_field: replaced by task.fields.text" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -138,7 +138,3 @@ def test_block_size_must_leave_room_for_text() -> None:
         T.ner([[1]], [0, 1], block_size=8)
     with pytest.raises(ValueError, match="at least one answer"):
         T.multiple_choice([1], [], 0, block_size=8)
-
-
-def test_the_transform_version_is_an_integer() -> None:
-    assert isinstance(T.TRANSFORM_VERSION, int) and T.TRANSFORM_VERSION >= 1

@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptlab.model.gpt import ATTENTIONS, NORMS
-from gptlab.tasks.spec import KINDS
+from gptlab.tasks.kinds import REGIME_NATURES
+from gptlab.tasks.spec import TaskSpec, renamed_keys
 
 SEED_RANGE = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (it picks a random seed otherwise)
 
@@ -76,30 +77,6 @@ class ModelSchema:
     local_window: int = key(optional=True, gt=0)
     layer_norm_eps: float = key(optional=True, gt=0)
     init_from: str | None = key(optional=True)
-
-
-@dataclass(kw_only=True)
-class TaskSchema:
-    """``tasks/*.yaml``: the fields of ``gptlab.tasks.spec.TaskSpec``, plus ``text_field`` (lm tasks)."""
-
-    name: str = key()
-    kind: str = key(choices=KINDS)
-    format: str = key()  # its choices depend on the kind: see _check_task
-    data_dir: str | None = key(optional=True)
-    files: Any = key(optional=True)  # split -> file (lm tasks: also a bare name or list)
-    hub: dict[str, Any] | None = key(optional=True)
-    fields: dict[str, Any] = key(optional=True)
-    labels: list[str | int] | None = key(optional=True)
-    regression: bool = key(optional=True)
-    metrics: list[str] = key(optional=True)
-    train_split: str = key(optional=True)
-    eval_splits: list[str] = key(optional=True)
-    options: dict[str, Any] = key(optional=True)
-    prompt: dict[str, Any] | None = key(optional=True)
-    prompts: dict[str, Any] | None = key(optional=True)
-    train_limit: int | None = key(optional=True, ge=1)
-    val_fraction: float = key(optional=True, gt=0, lt=1)
-    text_field: str = key(optional=True)
 
 
 BETAS = {"ge": 0, "lt": 1}
@@ -192,7 +169,7 @@ class _RegimeSchema:
     """Keys every regime has (``conf/regime/*.yaml``); the subclasses add their data and module."""
 
     name: str = key()
-    task_kinds: list[str] = key(items={"choices": KINDS})
+    nature: str = key(choices=REGIME_NATURES)
     block_size: int = key(gt=0)
     global_batch_size: int = key(gt=0)
     batch_size: int = key(gt=0)
@@ -254,12 +231,11 @@ class RunSchema:
     sample: SampleSchema | None = key(optional=True)
 
 
+# regime nature -> the schema of its regime node
 REGIME_SCHEMAS: dict[str, type] = {
     "pretrain": PretrainRegimeSchema,
     "finetune": FinetuneRegimeSchema,
-    "zero_shot": InContextRegimeSchema,
-    "one_shot": InContextRegimeSchema,
-    "few_shot": InContextRegimeSchema,
+    "incontext": InContextRegimeSchema,
 }
 # The in-context regimes whose name fixes the number of demonstrations.
 FIXED_K = {"zero_shot": 0, "one_shot": 1}
@@ -303,16 +279,18 @@ def _field_names(schema: type) -> list[str]:
 
 
 def _check_task(task: Any, source: Any, errors: list[str]) -> None:
-    if not check_node(task, TaskSchema, "task", errors, source):
+    """The task node against ``TaskSpec``'s fields; an old key names its replacement."""
+    if isinstance(task, Mapping):
+        for old, new in renamed_keys(task):
+            errors.append(f"task.{old}: replaced by task.{new} (e.g. task.{new}=<value>)")
+        task = {k: v for k, v in task.items() if k not in {old for old, _ in renamed_keys(task)}}
+    if not check_node(task, TaskSpec, "task", errors, source):
         return
-    kind, fmt = task.get("kind"), task.get("format")
-    if kind in KINDS and isinstance(fmt, str):
-        if kind == "lm":
-            from gptlab.data.text import FORMATS
-        else:
-            from gptlab.data.formats import FORMATS
-        if fmt not in FORMATS:
-            errors.append(f"task.format={fmt}: must be one of {', '.join(FORMATS)} (for kind {kind})")
+    if not any(e.startswith(("task.kind", "task.format")) for e in errors):
+        from gptlab.data.sources import formats_reading  # the readers' own table of formats and kinds
+
+        if task["format"] not in (valid := formats_reading(task["kind"])):
+            errors.append(f"task.format={task['format']}: must be one of {', '.join(valid)} (for kind {task['kind']})")
 
 
 def _check_model_shape(model: Any, errors: list[str]) -> None:
@@ -329,10 +307,11 @@ def _check_model_shape(model: Any, errors: list[str]) -> None:
 
 def _check_regime(regime: Any, source: Any, errors: list[str]) -> None:
     name = regime.get("name") if isinstance(regime, Mapping) else None
-    if name not in REGIME_SCHEMAS:
-        errors.append(f"regime.name={_show(name)}: must be one of {', '.join(REGIME_SCHEMAS)}")
+    nature = regime.get("nature") if isinstance(regime, Mapping) else None
+    if nature not in REGIME_SCHEMAS:
+        errors.append(f"regime.nature={_show(nature)}: must be one of {', '.join(REGIME_SCHEMAS)}")
         return
-    if check_node(regime, REGIME_SCHEMAS[name], "regime", errors, source) and name in FIXED_K:
+    if check_node(regime, REGIME_SCHEMAS[nature], "regime", errors, source) and name in FIXED_K:
         if not any(e.startswith("regime.k") for e in errors) and regime["k"] != FIXED_K[name]:
             errors.append(
                 f"regime.k={regime['k']}: regime {name} takes k={FIXED_K[name]} "
@@ -357,7 +336,7 @@ def check_node(values: Any, schema: type, path: str, errors: list[str], source: 
     for name, f in fields.items():
         where = _join(path, name)
         if name not in values:
-            if f.default is MISSING:
+            if f.default is MISSING and f.default_factory is MISSING:
                 errors.append(f"{where}: missing; it is required")
             continue
         child = None

@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from gptlab.atomic import write_atomic
 from gptlab.report.results import RESULTS_FILE
 
 log = logging.getLogger("gptlab")
@@ -104,16 +105,6 @@ def optimized_value(metrics: dict[str, float] | None, name: str | None) -> float
     return metrics[name]
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never a half-written one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _is_rank_zero() -> bool:
     # Lightning sets this from the launcher's environment (RANK, SLURM_PROCID, ...) at import, before
     # any Trainer exists: under SLURM every task of a job runs the job function, only one writes.
@@ -176,7 +167,7 @@ class SweepJob:
             return None
         if self.writer:
             record = {"config_hash": digest, "metrics": metrics, "overrides": self.overrides}
-            _write_atomically(self.marker, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            write_atomic(self.marker, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
         return metrics
 
     def _set_aside_earlier_results(self) -> None:

@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.cli.sweep import SweepJob, optimized_value
 from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_run_finished
+from gptlab.data.contract import TaskDataModule
 from gptlab.data.incontext import check_incontext_task
 from gptlab.lit.checkpoint_io import newest_valid_checkpoint
 from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
 from gptlab.schema import validate_config
-from gptlab.tasks.chance import task_chance_levels
+from gptlab.tasks.kinds import kinds_run_by, task_kind
 from gptlab.tasks.spec import TaskSpec
 
 log = logging.getLogger("gptlab")
@@ -60,11 +61,16 @@ def split_global_batch(global_batch: int, max_micro_batch: int, world: int) -> t
     return share // accumulate, accumulate
 
 
+def is_incontext(cfg: DictConfig) -> bool:
+    """Whether the run's regime evaluates in context (its declared ``nature``)."""
+    return cfg.regime.nature == "incontext"
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse combinations that cannot run, before any data is read or model built."""
-    if "k" in cfg.regime:
+    if is_incontext(cfg):  # first: it says why a kind is not scored in context
         check_incontext_config(cfg)
-    kinds = list(cfg.regime.task_kinds)
+    kinds = kinds_run_by(cfg.regime.nature)
     if cfg.task.kind not in kinds:
         raise ValueError(
             f"task={cfg.task.name} is of kind {cfg.task.kind!r}, which regime={cfg.regime.name} "
@@ -79,17 +85,22 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_incontext_config(cfg: DictConfig) -> None:
-    """The in-context regimes (they have ``regime.k``): nothing trains, and the task can be scored
-    with its prompt (or, kind lm at k = 0, measured by perplexity). That k matches the regime's
-    name (zero_shot: 0, one_shot: 1) is the schema's check (``gptlab.schema``)."""
+    """The in-context regimes: nothing trains, and the task can be scored with its prompt (or, a
+    kind scored by perplexity at k = 0, measured so). That k matches the regime's name
+    (zero_shot: 0, one_shot: 1) is the schema's check (``gptlab.schema``)."""
     regime = cfg.regime
     if regime.get("fit", False):
         raise ValueError(
             f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
             "is (model.init_from) and never train"
         )
-    if cfg.task.kind != "lm" or regime.k != 0:
+    if not scored_by_perplexity(cfg):
         check_incontext_task(TaskSpec.from_config(cfg.task), regime.k, regime.get("prompt"))
+
+
+def scored_by_perplexity(cfg: DictConfig) -> bool:
+    """An in-context run at k = 0 of a kind scored by perplexity (``lm``): the regime's ``perplexity``."""
+    return is_incontext(cfg) and task_kind(cfg.task.kind).incontext == "perplexity" and cfg.regime.k == 0
 
 
 def perplexity_config(cfg: DictConfig) -> DictConfig:
@@ -149,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    if "perplexity" in cfg.regime and cfg.task.kind == "lm":
+    if scored_by_perplexity(cfg):
         log.info(
             "task=%s is a language-modelling task: regime=%s reports its perplexity on the validation "
             "split (val/loss, val/ppl) instead of scoring answers",
@@ -180,12 +191,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def eval_split_sizes(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> dict[str, int | None]:
-    """Eval split name -> examples in it (None when its dataset has no length), in loader order.
-
-    A DataModule without ``eval_splits`` (pre-training) has one split, ``validation``.
-    """
-    names = list(getattr(datamodule, "eval_splits", None) or ["validation"])
+def eval_split_sizes(datamodule: TaskDataModule, trainer: pl.Trainer) -> dict[str, int | None]:
+    """Eval split name -> examples in it (None when its dataset has no length), in loader order."""
+    names = datamodule.eval_splits
     loaders = trainer.val_dataloaders
     loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
     loaders += [None] * (len(names) - len(loaders))
@@ -196,22 +204,22 @@ def eval_split_sizes(datamodule: pl.LightningDataModule, trainer: pl.Trainer) ->
 
 
 def result_rows(
-    cfg: DictConfig, metrics: dict[str, float], datamodule: pl.LightningDataModule, trainer: pl.Trainer
+    cfg: DictConfig, metrics: dict[str, float], datamodule: TaskDataModule, trainer: pl.Trainer
 ) -> list[ResultRow]:
     """One row per logged ``val/<metric>`` (first eval split) or ``val/<split>/<metric>``.
 
-    In-context rows (the regime has ``k``) record ``k``, ``fewshot_seed`` and the prompt's name.
-    Labelled tasks get the metric's ``chance`` level (``gptlab.tasks.chance``), from the
-    DataModule's ``chance_levels`` when it has them, else read from the task's data. Blank lines
-    the data readers skipped (the DataModule's ``skipped_lines``) follow as a ``skipped_blank_lines``
-    row for each data split that had any, so what the skip policy dropped is on record.
+    Everything but the config comes from the DataModule contract (``gptlab.data.contract``):
+    in-context rows record ``k``, ``fewshot_seed`` and the prompt's name; labelled tasks get the
+    metric's ``chance`` level, computed when the data was read. Blank lines the data readers
+    skipped follow as a ``skipped_blank_lines`` row for each data split that had any, so what the
+    skip policy dropped is on record.
     """
+    if not isinstance(datamodule, TaskDataModule):
+        raise TypeError(f"{type(datamodule).__name__} is not a gptlab.data.contract.TaskDataModule")
     splits = eval_split_sizes(datamodule, trainer)
     first = next(iter(splits))
-    incontext = "k" in cfg.regime
-    chance = getattr(datamodule, "chance_levels", None)
-    if chance is None:
-        chance = task_chance_levels(TaskSpec.from_config(cfg.task)) if cfg.task.get("kind") else {}
+    incontext = is_incontext(cfg)
+    chance = datamodule.chance_levels
     values: dict[tuple[str, str], float] = {}
     for name, value in metrics.items():
         if not name.startswith("val/"):
@@ -220,7 +228,7 @@ def result_rows(
         if not sep or split not in splits:
             split, metric = first, name[len("val/"):]
         values[split, metric] = value
-    for split, count in getattr(datamodule, "skipped_lines", {}).items():
+    for split, count in datamodule.skipped_lines.items():
         if count:
             values[split, "skipped_blank_lines"] = float(count)
     return [
@@ -233,11 +241,11 @@ def result_rows(
             model=cfg.model.name,
             init=cfg.model.get("init_from") or "scratch",
             seed=cfg.seed,
-            n_train_examples=getattr(datamodule, "num_train_examples", None),
+            n_train_examples=datamodule.num_train_examples,
             n_eval=splits.get(split),
             k=cfg.regime.k if incontext else None,
             fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
-            prompt=getattr(datamodule, "prompt_name", None) if incontext else None,
+            prompt=datamodule.prompt_name if incontext else None,
             chance=chance.get(split, {}).get(metric),
         )
         for (split, metric), value in values.items()

@@ -35,10 +35,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.data.contract import TaskDataModule
 from gptlab.data.labeled import IndexedExamples, check_labels
 from gptlab.data.prompts import (
     Request,
@@ -47,12 +47,12 @@ from gptlab.data.prompts import (
     encode_requests,
     fewshot_contexts,
 )
+from gptlab.data.sources import load_split, load_task
 from gptlab.tasks.chance import chance_levels
 from gptlab.tasks.spec import PromptSpec, TaskSpec
 
 log = logging.getLogger(__name__)
 
-INCONTEXT_KINDS = ("classification", "entailment", "similarity", "multiple_choice")
 # Padding is masked out, so any id does; 0 is one that every vocabulary has (a model of exactly
 # GPT-2's 50257 tokens has no room for gptlab's PAD_ID).
 FILL_ID = 0
@@ -64,33 +64,29 @@ def check_incontext_task(spec: TaskSpec, k: int, prompt: str | None = None) -> P
     """The prompt to evaluate ``spec`` with; a task in-context scoring cannot run is an error saying why."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise ValueError(f"regime.k={k!r}: the number of demonstrations must be an integer >= 0")
-    if spec.kind == "lm":
+    kind = spec.task_kind
+    if kind.incontext == "perplexity":
         raise ValueError(
-            f"task {spec.name!r} is a language-modelling task (kind 'lm'): it has no answers to score "
-            f"and no labelled demonstrations, so only regime=zero_shot runs it (reporting perplexity)"
+            f"task {spec.name!r} is a language-modelling task (kind {spec.kind!r}): it has no answers to "
+            f"score and no labelled demonstrations, so only regime=zero_shot runs it (reporting perplexity)"
         )
-    if spec.kind == "ner":
-        raise ValueError(
-            f"task {spec.name!r} is NER (a tag for every word): in-context scoring ranks whole answer "
-            "continuations and has no per-word output; evaluate it with regime=finetune"
-        )
+    if kind.incontext is None:
+        raise ValueError(f"task {spec.name!r} is not evaluated in context: {kind.not_incontext}")
     if spec.regression:
         raise ValueError(
             f"task {spec.name!r} is not supported in context: it is a regression task (a real-valued "
             "score per example, e.g. STS-B similarity 0-5), and in-context scoring can only pick one "
             "of a set of answers; evaluate it with regime=finetune"
         )
-    if spec.kind not in INCONTEXT_KINDS:
-        raise ValueError(
-            f"task {spec.name!r}: kind {spec.kind!r}; in-context kinds: {', '.join(INCONTEXT_KINDS)}"
-        )
     chosen = spec.prompt_spec(prompt)
-    if spec.kind == "multiple_choice" and chosen.choices is not None:
+    # The answers are the example's own (multiple choice), or one verbalizer per class label.
+    own_answers = kind.label == "choice"
+    if own_answers and chosen.choices is not None:
         raise ValueError(
             f"task {spec.name!r}, prompt {chosen.name!r}: a multiple-choice task scores each example's "
             f"own answers, so its prompt's choices must be null (got {chosen.choices})"
         )
-    if spec.kind != "multiple_choice":
+    if not own_answers:
         if chosen.choices is None:
             raise ValueError(
                 f"task {spec.name!r}, prompt {chosen.name!r}: choices is null; a {spec.kind} task needs "
@@ -170,7 +166,7 @@ def collate(requests: Sequence[Request]) -> dict[str, torch.Tensor]:
     }
 
 
-class InContextDataModule(L.LightningDataModule):
+class InContextDataModule(TaskDataModule):
     """Scoring batches of a labelled task's eval splits, ``k`` demonstrations per example.
 
     After ``setup()``: ``spec`` (labels resolved), ``prompt`` (the ``PromptSpec`` used),
@@ -182,6 +178,8 @@ class InContextDataModule(L.LightningDataModule):
     Every check that needs no data (task kind, prompt name, ``k``) runs in ``__init__``.
     """
 
+    NATURE = "incontext"
+
     def __init__(
         self,
         task: Mapping[str, Any],
@@ -192,31 +190,21 @@ class InContextDataModule(L.LightningDataModule):
         prompt: str | None = None,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        self.spec = TaskSpec.from_config(task)
-        self.prompt = check_incontext_task(self.spec, k, prompt)
+        self.k, self._requested_prompt = k, prompt
+        super().__init__(task)
         if min(batch_size, block_size) < 1:
             raise ValueError(f"batch_size={batch_size} and block_size={block_size} must be positive")
-        self.block_size, self.batch_size, self.k = block_size, batch_size, k
+        self.block_size, self.batch_size = block_size, batch_size
         self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
-        self.truncated: dict[str, int] = {}
-        self.skipped_lines: dict[str, int] = {}
-        self.chance_levels: dict[str, dict[str, float | None]] = {}
         self.num_train_examples = 0
         self._requests: dict[str, list[Request]] = {}
 
-    @property
-    def eval_splits(self) -> list[str]:
-        return list(self.spec.eval_splits)
-
-    @property
-    def prompt_name(self) -> str:
-        return self.prompt.name
+    def check_task(self) -> None:
+        self.prompt = check_incontext_task(self.spec, self.k, self._requested_prompt)
+        self.prompt_name = self.prompt.name
 
     def _read(self) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         """The demonstration split's name and split -> normalised examples (labels resolved in spec)."""
-        from gptlab.data.formats import load_split, load_task  # readers load their dependencies lazily
-
         spec = self.spec
         if spec.train_limit is not None and self.k > 0:
             log.info(
@@ -287,12 +275,8 @@ class InContextDataModule(L.LightningDataModule):
             raise RuntimeError("InContextDataModule: call setup() (or let the Trainer call it) first")
         return self._requests[split]
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def val_dataloader(self) -> list[DataLoader]:
-        rank, world_size = self._rank_world()
+        rank, world_size = self.rank_world()
         loaders = []
         for split in self.eval_splits:
             data = self.requests(split)

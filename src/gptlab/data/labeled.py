@@ -1,4 +1,4 @@
-"""Labelled-task batches for fine-tuning (GPT-1): task spec -> normalised examples (``formats.py``)
+"""Labelled-task batches for fine-tuning (GPT-1): task spec -> normalised examples (``gptlab.data.sources``)
 -> GPT-1 input transformations (``transforms.py``) -> dynamically padded, length-bucketed batches.
 
 **Batch** (the contract with the fine-tuning LightningModule). ``B`` examples, ``S`` sequences per
@@ -37,20 +37,24 @@ once, and ranks may differ by one batch, so per-step collectives (``self.log(syn
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gptlab.data import transforms
-from gptlab.data.tokenizer import PAD_ID, get_tokenizer
+from gptlab.data.contract import TaskDataModule
+from gptlab.data.sources import load_task
+from gptlab.data.sources.labels import train_subset
+from gptlab.data.tokenizer import PAD_ID
 from gptlab.data.transforms import IGNORE_INDEX, Transformed
+from gptlab.tasks.chance import chance_levels
 from gptlab.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,9 @@ log = logging.getLogger(__name__)
 
 def check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any]]) -> None:
     """Fail early, naming the example, on a label the head cannot take (e.g. GLUE's unlabelled -1)."""
+    rule = spec.task_kind.label
     for i, ex in enumerate(examples):
-        if spec.kind == "ner":
+        if rule == "tags":
             bad = [t for t in ex["tags"] if not 0 <= t < spec.num_labels]
             if bad or len(ex["tags"]) != len(ex["tokens"]):
                 raise ValueError(
@@ -73,7 +78,7 @@ def check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any
         label = ex["label"]
         if spec.regression:
             ok, expected = isinstance(label, Real) and math.isfinite(label), "a finite number"
-        elif spec.kind == "multiple_choice":
+        elif rule == "choice":
             n = len(ex["choices"])
             ok, expected = isinstance(label, Integral) and 0 <= label < n, f"an answer index in [0, {n})"
         else:
@@ -85,48 +90,14 @@ def check_labels(spec: TaskSpec, split: str, examples: Sequence[Mapping[str, Any
             )
 
 
-def _regroup(flat: list[list[int]], counts: Sequence[int]) -> list[list[list[int]]]:
-    """``flat`` cut back into consecutive groups of ``counts[i]`` items."""
-    ends = np.cumsum(counts).tolist()
-    return [flat[end - n : end] for n, end in zip(counts, ends)]
-
-
 def transform_examples(
     spec: TaskSpec, examples: Sequence[Mapping[str, Any]], block_size: int
 ) -> list[Transformed]:
-    """Normalised examples of ``spec.kind`` (see ``gptlab.tasks.spec``) as GPT-1 token sequences."""
-    # One batched call per field: tiktoken encodes a batch on several threads.
-    encode = get_tokenizer().encode_ordinary_batch
-    kind = spec.kind
-    label = float if spec.regression else int
-    if kind == "classification":
-        texts = encode([ex["text"] for ex in examples])
-        return [
-            transforms.classification(t, label(ex["label"]), block_size) for t, ex in zip(texts, examples)
-        ]
-    if kind in ("entailment", "similarity"):
-        pair = transforms.entailment if kind == "entailment" else transforms.similarity
-        texts_a = encode([ex["text_a"] for ex in examples])
-        texts_b = encode([ex["text_b"] for ex in examples])
-        return [pair(a, b, label(ex["label"]), block_size) for a, b, ex in zip(texts_a, texts_b, examples)]
-    if kind == "multiple_choice":
-        contexts = encode([ex["context"] for ex in examples])
-        answers = _regroup(
-            encode([c for ex in examples for c in ex["choices"]]), [len(ex["choices"]) for ex in examples]
-        )
-        return [
-            transforms.multiple_choice(c, a, int(ex["label"]), block_size)
-            for c, a, ex in zip(contexts, answers, examples)
-        ]
-    if kind == "ner":
-        words = _regroup(
-            encode([w for ex in examples for w in transforms.spaced_words(ex["tokens"])]),
-            [len(ex["tokens"]) for ex in examples],
-        )
-        return [transforms.ner(w, ex["tags"], block_size) for w, ex in zip(words, examples)]
-    raise ValueError(
-        f"task {spec.name!r}: kind {kind!r} has no labelled batches (lm tasks use TextDataModule)"
-    )
+    """Normalised examples of ``spec.kind`` as GPT-1 token sequences (the kind's ``transform``)."""
+    transform = spec.task_kind.transform
+    if transform is None:
+        raise ValueError(f"task {spec.name!r}: kind {spec.kind!r} has no GPT-1 input transformation")
+    return transforms.TRANSFORMS[transform](examples, float if spec.regression else int, block_size)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -135,8 +106,8 @@ def transform_examples(
 class Collator:
     """``Transformed`` examples -> one padded batch dict (see the module doc)."""
 
-    def __init__(self, kind: str, regression: bool = False) -> None:
-        self.kind, self.regression = kind, regression
+    def __init__(self, per_token_labels: bool, regression: bool = False) -> None:
+        self.per_token_labels, self.regression = per_token_labels, regression
 
     def __call__(self, examples: Sequence[Transformed]) -> dict[str, torch.Tensor]:
         b = len(examples)
@@ -163,7 +134,7 @@ class Collator:
             "sequence_mask": torch.from_numpy(sequence_mask),
             "lm_targets": torch.from_numpy(lm_targets),
         }
-        if self.kind == "ner":
+        if self.per_token_labels:
             labels = np.full((b, t), IGNORE_INDEX, dtype=np.int64)
             word_index = np.full((b, t), -1, dtype=np.int64)
             for i, ex in enumerate(examples):
@@ -257,15 +228,17 @@ def eval_batches(
 # ----------------------------------------------------------------------------- the datamodule
 
 
-class LabeledDataModule(L.LightningDataModule):
+class LabeledDataModule(TaskDataModule):
     """Fine-tuning batches of a labelled task (kinds classification ... ner); see the module doc.
 
-    After ``setup()``: ``spec`` has its labels resolved (``spec.num_labels`` sizes the head),
-    ``num_train_examples``, ``eval_splits`` (``val_dataloader()`` returns one loader per split, in
-    this order), ``truncated`` (split -> examples cut to ``block_size``), ``skipped_lines`` (split
-    -> blank lines the reader skipped) and, for ner, ``dropped_words`` (split -> words lost to
-    truncation).
+    After ``setup()``, besides the DataModule contract (``gptlab.data.contract``): ``spec`` has its
+    labels resolved (``spec.num_labels`` sizes the head), ``truncated`` counts the examples of
+    each split cut to ``block_size`` and, for kinds with a tag per word, ``dropped_words`` (split ->
+    words lost to truncation). Chance levels are computed from the full training split, before
+    ``train_limit`` cuts it.
     """
+
+    NATURE = "finetune"
 
     def __init__(
         self,
@@ -277,12 +250,7 @@ class LabeledDataModule(L.LightningDataModule):
         num_workers: int = 0,
         bucket_size: int = 50,
     ) -> None:
-        super().__init__()
-        self.spec = TaskSpec.from_config(task)
-        if self.spec.kind == "lm":
-            raise ValueError(
-                f"task {self.spec.name!r} is of kind 'lm'; LabeledDataModule reads labelled tasks"
-            )
+        super().__init__(task)
         if min(batch_size, bucket_size) < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError(
                 f"batch_size={batch_size}, eval_batch_size={eval_batch_size} and bucket_size={bucket_size} "
@@ -291,33 +259,32 @@ class LabeledDataModule(L.LightningDataModule):
         self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.bucket_size = num_workers, bucket_size
-        self.truncated: dict[str, int] = {}
-        self.skipped_lines: dict[str, int] = {}
         self.dropped_words: dict[str, int] = {}
         self._splits: dict[str, list[Transformed]] = {}
-        self._collate = Collator(self.spec.kind, self.spec.regression)
+        self._collate = Collator(self.spec.task_kind.label == "tags", self.spec.regression)
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
             return
-        # Imported here: the readers pull in their file-format dependencies only when a task is read.
-        from gptlab.data.formats import load_task
-
-        spec, examples = load_task(self.spec, seed=self.seed, skipped_lines=self.skipped_lines)
-        wanted = [spec.train_split, *spec.eval_splits]
+        everything = dataclasses.replace(self.spec, train_limit=None)
+        spec, examples = load_task(everything, seed=self.seed, skipped_lines=self.skipped_lines)
+        spec = dataclasses.replace(spec, train_limit=self.spec.train_limit)
         if missing := [s for s in spec.eval_splits if s not in examples]:
             raise ValueError(
                 f"task {spec.name!r}: no eval split(s) {missing}; the reader gave {sorted(examples)}"
             )
+        train = examples[spec.train_split]
+        self.chance_levels = {split: chance_levels(spec, train, examples[split]) for split in spec.eval_splits}
+        if spec.train_limit is not None:
+            examples[spec.train_split] = train_subset(spec, train, f"split {spec.train_split!r}", self.seed)
+        per_word = spec.task_kind.label == "tags"
         splits = {}
-        for split in dict.fromkeys(wanted):  # a split named twice is read once
-            if split not in examples:
-                continue
+        for split in dict.fromkeys([spec.train_split, *spec.eval_splits]):  # a split named twice is read once
             check_labels(spec, split, examples[split])
             data = transform_examples(spec, examples[split], self.block_size)
             self.truncated[split] = sum(ex.truncated for ex in data)
-            if spec.kind == "ner":
+            if per_word:
                 self.dropped_words[split] = sum(ex.dropped_words for ex in data)
             log.info(
                 "task %s: %s: %d examples, %d truncated to block_size=%d%s",
@@ -326,10 +293,11 @@ class LabeledDataModule(L.LightningDataModule):
                 len(data),
                 self.truncated[split],
                 self.block_size,
-                f" ({self.dropped_words[split]} words dropped)" if spec.kind == "ner" else "",
+                f" ({self.dropped_words[split]} words dropped)" if per_word else "",
             )
             splits[split] = data
         self.spec, self._splits = spec, splits
+        self.num_train_examples = len(splits[spec.train_split])
 
     # -- what the LightningModule reads
 
@@ -339,18 +307,6 @@ class LabeledDataModule(L.LightningDataModule):
         if name not in self._splits:
             raise ValueError(f"task {self.spec.name!r}: no {name!r} split; have {sorted(self._splits)}")
         return self._splits[name]
-
-    @property
-    def num_train_examples(self) -> int:
-        return len(self._split(self.spec.train_split))
-
-    @property
-    def eval_splits(self) -> list[str]:
-        return list(self.spec.eval_splits)
-
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, data: list[Transformed], sampler: Sampler | list[list[int]]) -> DataLoader:
         return DataLoader(
@@ -364,7 +320,7 @@ class LabeledDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self._split(self.spec.train_split)
-        rank, world_size = self._rank_world()
+        rank, world_size = self.rank_world()
         sampler = BucketBatchSampler(
             [ex.max_length for ex in data], self.batch_size, self.bucket_size, self.seed, rank, world_size
         )
@@ -387,7 +343,7 @@ class LabeledDataModule(L.LightningDataModule):
             self._resume = (state_dict["epoch"], state_dict["batches_done"])
 
     def val_dataloader(self) -> list[DataLoader]:
-        rank, world_size = self._rank_world()
+        rank, world_size = self.rank_world()
         loaders = []
         for split in self.eval_splits:
             data = self._split(split)

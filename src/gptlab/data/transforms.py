@@ -4,15 +4,18 @@ Every task becomes one or more token sequences that start with ``[start]`` and e
 ``[extract]``, whose hidden state feeds the task head:
 
 ================  ==============================================================  =========
-kind              sequences                                                       count
+transform (kind)  sequences                                                       count
 ================  ==============================================================  =========
-classification    ``[start] text [extract]``                                      1
-entailment        ``[start] premise [delim] hypothesis [extract]``                1
-similarity        ``[start] a [delim] b [extract]`` and ``[start] b [delim] a [extract]``  2
-multiple choice   ``[start] context [delim] answer_k [extract]`` for every answer  #answers
-ner               ``[start] w1 w2 ... wn [extract]``, a label on each word's first  1
+single            ``[start] text [extract]``                                      1
+pair              ``[start] premise [delim] hypothesis [extract]``                1
+both_orders       ``[start] a [delim] b [extract]`` and ``[start] b [delim] a [extract]``  2
+choices           ``[start] context [delim] answer_k [extract]`` for every answer  #answers
+words             ``[start] w1 w2 ... wn [extract]``, a label on each word's first  1
                   sub-token (``-100`` elsewhere)
 ================  ==============================================================  =========
+
+``TRANSFORMS`` maps each transformation's name (a kind's ``transform`` in ``gptlab.tasks.kinds``) to
+a function from normalised examples to ``Transformed`` ones.
 
 **Truncation.** A sequence never exceeds ``block_size`` and never loses a special token; only text
 is cut, and every transform reports whether it cut anything (``Transformed.truncated``):
@@ -32,13 +35,14 @@ is cut, and every transform reports whether it cut anything (``Transformed.trunc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gptlab.data.tokenizer import DELIM_ID, EXTRACT_ID, START_ID
+import numpy as np
 
-# Bump whenever the sequences built here change for the same input (it keys token caches).
-TRANSFORM_VERSION = 1
+from gptlab.data.tokenizer import DELIM_ID, EXTRACT_ID, START_ID, get_tokenizer
+
 IGNORE_INDEX = -100  # torch's cross-entropy ignore_index
 
 
@@ -180,3 +184,57 @@ def ner(word_tokens: Sequence[Sequence[int]], tags: Sequence[int], block_size: i
         word_index=word_index,
         dropped_words=dropped,
     )
+
+
+# ----------------------------------------------------------------------------- normalised examples -> sequences
+
+Example = Mapping[str, Any]
+# (examples, label as the head takes it, block_size) -> one Transformed per example
+BatchTransform = Callable[[Sequence[Example], Callable[[Any], Any], int], list[Transformed]]
+
+
+def _encode(texts: list[str]) -> list[list[int]]:
+    # One batched call per field: tiktoken encodes a batch on several threads.
+    return get_tokenizer().encode_ordinary_batch(texts)
+
+
+def _regroup(flat: list[list[int]], counts: Sequence[int]) -> list[list[list[int]]]:
+    """``flat`` cut back into consecutive groups of ``counts[i]`` items."""
+    ends = np.cumsum(counts).tolist()
+    return [flat[end - n : end] for n, end in zip(counts, ends)]
+
+
+def _singles(examples: Sequence[Example], label: Callable[[Any], Any], block_size: int) -> list[Transformed]:
+    texts = _encode([ex["text"] for ex in examples])
+    return [classification(t, label(ex["label"]), block_size) for t, ex in zip(texts, examples)]
+
+
+def _pairs_with(pair: Callable[..., Transformed]) -> BatchTransform:
+    def transform(examples: Sequence[Example], label: Callable[[Any], Any], block_size: int) -> list[Transformed]:
+        texts_a = _encode([ex["text_a"] for ex in examples])
+        texts_b = _encode([ex["text_b"] for ex in examples])
+        return [pair(a, b, label(ex["label"]), block_size) for a, b, ex in zip(texts_a, texts_b, examples)]
+
+    return transform
+
+
+def _choices(examples: Sequence[Example], label: Callable[[Any], Any], block_size: int) -> list[Transformed]:
+    contexts = _encode([ex["context"] for ex in examples])
+    answers = _regroup(_encode([c for ex in examples for c in ex["choices"]]), [len(ex["choices"]) for ex in examples])
+    return [multiple_choice(c, a, int(ex["label"]), block_size) for c, a, ex in zip(contexts, answers, examples)]
+
+
+def _words(examples: Sequence[Example], label: Callable[[Any], Any], block_size: int) -> list[Transformed]:
+    words = _regroup(
+        _encode([w for ex in examples for w in spaced_words(ex["tokens"])]), [len(ex["tokens"]) for ex in examples]
+    )
+    return [ner(w, ex["tags"], block_size) for w, ex in zip(words, examples)]
+
+
+TRANSFORMS: dict[str, BatchTransform] = {
+    "single": _singles,
+    "pair": _pairs_with(entailment),
+    "both_orders": _pairs_with(similarity),
+    "choices": _choices,
+    "words": _words,
+}

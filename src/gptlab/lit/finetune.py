@@ -14,10 +14,12 @@ import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from gptlab.data.contract import TaskDataModule
 from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
-from gptlab.model.heads import HEAD_KINDS, TaskHead
+from gptlab.model.heads import TaskHead
+from gptlab.tasks.kinds import KINDS
 from gptlab.tasks.metrics import IGNORE_INDEX, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
@@ -67,9 +69,10 @@ class FinetuneModule(BackboneModule):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        kind = TaskSpec.from_config(task).kind
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"fine-tuning runs tasks of kind {', '.join(HEAD_KINDS)}; task kind is {kind!r}")
+        spec = TaskSpec.from_config(task)
+        if spec.task_kind.head is None:
+            fine_tuned = [name for name, kind in KINDS.items() if kind.head is not None]
+            raise ValueError(f"fine-tuning runs tasks of kind {', '.join(fine_tuned)}; task kind is {spec.kind!r}")
         if lm_lambda < 0:
             raise ValueError(f"lm_lambda={lm_lambda} must be >= 0")
         if lr <= 0:
@@ -88,10 +91,10 @@ class FinetuneModule(BackboneModule):
         if self.head is not None:  # fit then validate: keep the trained head
             return
         datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "spec"):
+        if not isinstance(datamodule, TaskDataModule):
             raise ValueError(
-                "FinetuneModule needs a DataModule that exposes the task `spec` and `eval_splits` "
-                "(gptlab.data.labeled.LabeledDataModule)"
+                "FinetuneModule needs a gptlab DataModule (gptlab.data.contract.TaskDataModule) that "
+                "exposes the task `spec` and `eval_splits`: gptlab.data.labeled.LabeledDataModule"
             )
         self.configure_task(datamodule.spec, list(datamodule.eval_splits))
         seq_len = getattr(datamodule, "block_size", self.model.config.block_size)
@@ -99,9 +102,10 @@ class FinetuneModule(BackboneModule):
 
     def configure_task(self, spec: TaskSpec, eval_splits: list[str]) -> None:
         """Build the head and the per-split validation metrics for ``spec`` (labels resolved)."""
-        num_labels = 1 if spec.kind == "multiple_choice" else spec.num_labels
+        shape = spec.task_kind.head
+        num_labels = 1 if spec.task_kind.label == "choice" else spec.num_labels
         self.head = TaskHead(
-            spec.kind, self.model.config.n_embd, num_labels, self.hparams.classifier_dropout, spec.regression
+            shape, self.model.config.n_embd, num_labels, self.hparams.classifier_dropout, spec.regression
         )
         self.eval_splits = eval_splits
         self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
@@ -137,7 +141,7 @@ class FinetuneModule(BackboneModule):
         labels = batch["labels"]
         loss = self.head.loss(scores, labels)
         preds = self.head.predict(scores)
-        if self.head.kind == "ner":
+        if self.head.shape == "per_token":
             # the loss is a mean over labelled tokens, so weight it by their count
             self.val_losses[dataloader_idx].update(loss, weight=(labels != IGNORE_INDEX).sum())
             preds, labels = per_word(preds, batch["word_index"]), per_word(labels, batch["word_index"])

@@ -4,6 +4,17 @@ Every fine-tuning batch holds S sequences per example (B, S, T): one for classif
 entailment and NER, both orderings for similarity, one per answer for multiple choice. A head
 reads the hidden state at each sequence's ``[extract]`` token, never "the last non-pad token",
 so what it pools does not depend on how the batch was padded.
+
+A kind's ``head`` entry (``gptlab.tasks.kinds``) names its shape in ``HEAD_SHAPES``:
+
+==============  ====================================================  ==================
+shape           what the linear layer reads                           scores
+==============  ====================================================  ==================
+``pooled``      the ``[extract]`` state of the one sequence           (B, num_labels)
+``pooled_sum``  the sum of the ``[extract]`` states of all sequences  (B, num_labels)
+``per_choice``  each sequence's ``[extract]`` state, one score each   (B, S)
+``per_token``   every position of the one sequence                    (B, T, num_labels)
+==============  ====================================================  ==================
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HEAD_KINDS = ("classification", "entailment", "similarity", "multiple_choice", "ner")
+HEAD_SHAPES = ("pooled", "pooled_sum", "per_choice", "per_token")
 
 
 def pool_at(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -22,25 +33,24 @@ def pool_at(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class TaskHead(nn.Module):
-    """Dropout and one linear layer, arranged for the task ``kind``.
+    """Dropout and one linear layer, arranged as ``shape`` (see the module doc).
 
-    ``forward`` returns scores whose last dimension is what the loss normalises over:
-    (B, num_labels) for classification, entailment and similarity; (B, S) for multiple choice
-    (one score per answer, padded answer slots at -inf); (B, T, num_labels) for NER.
+    ``forward`` returns scores whose last dimension is what the loss normalises over; a
+    ``per_choice`` head puts padded answer slots at -inf.
     """
 
     def __init__(
-        self, kind: str, n_embd: int, num_labels: int, dropout: float = 0.1, regression: bool = False
+        self, shape: str, n_embd: int, num_labels: int, dropout: float = 0.1, regression: bool = False
     ) -> None:
         super().__init__()
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"no task head for kind={kind!r}; valid kinds: {', '.join(HEAD_KINDS)}")
+        if shape not in HEAD_SHAPES:
+            raise ValueError(f"no task head of shape {shape!r}; valid shapes: {', '.join(HEAD_SHAPES)}")
         if regression and num_labels != 1:
             raise ValueError(f"a regression head has one output, not num_labels={num_labels}")
-        self.kind, self.regression = kind, regression
+        self.shape, self.regression = shape, regression
         self.dropout = nn.Dropout(dropout)
-        # Multiple choice scores each (context, answer) sequence on its own, so any number of answers fits.
-        self.linear = nn.Linear(n_embd, 1 if kind == "multiple_choice" else num_labels)
+        # Each (context, answer) sequence is scored on its own, so any number of answers fits.
+        self.linear = nn.Linear(n_embd, 1 if shape == "per_choice" else num_labels)
         nn.init.normal_(self.linear.weight, std=0.02)  # the backbone's init, as in GPT-1's code
         nn.init.zeros_(self.linear.bias)
 
@@ -48,13 +58,13 @@ class TaskHead(nn.Module):
         self, hidden: torch.Tensor, extract_index: torch.Tensor, sequence_mask: torch.Tensor
     ) -> torch.Tensor:
         """Scores from hidden states (B, S, T, C), extract positions (B, S) and real-sequence mask (B, S)."""
-        if self.kind == "ner":
+        if self.shape == "per_token":
             return self.linear(self.dropout(hidden[:, 0]))
         pooled = pool_at(hidden, extract_index)
-        if self.kind == "multiple_choice":
+        if self.shape == "per_choice":
             scores = self.linear(self.dropout(pooled)).squeeze(-1)
             return scores.masked_fill(~sequence_mask, float("-inf"))
-        if self.kind == "similarity":
+        if self.shape == "pooled_sum":
             # No inherent order between the two texts: add both orderings' features (GPT-1 §3.3).
             pooled = pooled.sum(dim=1, keepdim=True)
         return self.linear(self.dropout(pooled[:, 0]))

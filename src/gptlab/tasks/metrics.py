@@ -154,21 +154,35 @@ CLASS_METRICS: dict[str, MetricFactory] = {
     "pearson": lambda spec: PearsonCorrCoef(),
     "spearman": lambda spec: SpearmanCorrCoef(),
 }
-NER_METRICS: dict[str, MetricFactory] = {
+ENTITY_METRICS: dict[str, MetricFactory] = {
     score: (lambda spec, score=score: EntityScore(_labels(spec), score)) for score in EntityScore.SCORES
 }
+# A kind's ``metrics`` entry (gptlab.tasks.kinds) names its family: metric name -> factory. The
+# language-modelling family's loss and perplexity are logged by gptlab.lit.lm, not built here.
+METRIC_FAMILIES: dict[str, dict[str, MetricFactory | None]] = {
+    "class": CLASS_METRICS,
+    "entity": ENTITY_METRICS,
+    "lm": {"loss": None, "ppl": None},
+}
+
+
+def check_metric_names(spec: TaskSpec) -> None:
+    """Every name in ``spec.metrics`` belongs to the kind's metric family."""
+    family = METRIC_FAMILIES[spec.task_kind.metrics]
+    if unknown := [name for name in spec.metrics if name not in family]:
+        raise ValueError(
+            f"task {spec.name!r}: unknown metric(s) {unknown} for kind {spec.kind!r}; "
+            f"valid names: {', '.join(family)}"
+        )
 
 
 def build_metrics(spec: TaskSpec) -> MetricCollection:
     """The metrics named in ``spec.metrics``, keyed by those names; ``update(preds, target)``."""
-    factories = NER_METRICS if spec.kind == "ner" else CLASS_METRICS
-    unknown = [name for name in spec.metrics if name not in factories]
-    if unknown:
-        raise ValueError(
-            f"task {spec.name!r}: unknown metric(s) {unknown} for kind {spec.kind!r}; "
-            f"valid names: {', '.join(factories)}"
-        )
-    return MetricCollection({name: factories[name](spec) for name in spec.metrics})
+    check_metric_names(spec)
+    family = METRIC_FAMILIES[spec.task_kind.metrics]
+    if any(family[name] is None for name in spec.metrics):
+        raise ValueError(f"task {spec.name!r}: kind {spec.kind!r} logs its metrics {spec.metrics} itself")
+    return MetricCollection({name: family[name](spec) for name in spec.metrics})
 
 
 def val_prefix(split: str, eval_splits: Sequence[str]) -> str:

@@ -1,22 +1,10 @@
 """``TaskSpec``: the typed view of one ``tasks/<name>.yaml``.
 
 A task says where its examples come from (local files in a named format, or a ``datasets`` Hub
-id), how its fields map onto the normalised example of its kind, its label set, metrics, and the
-prompt used for in-context evaluation. Every reader yields normalised examples:
-
-=================  ===========================================================
-kind               example
-=================  ===========================================================
-classification     ``{"text": str, "label": int | float}``
-entailment         ``{"text_a": premise, "text_b": hypothesis, "label": int}``
-similarity         ``{"text_a": str, "text_b": str, "label": int | float}``
-multiple_choice    ``{"context": str, "choices": list[str], "label": int}``
-ner                ``{"tokens": list[str], "tags": list[int]}``
-lm                 raw text (see ``gptlab.data.text``)
-=================  ===========================================================
-
-Labels are indices into ``labels`` (class tasks) or floats (``labels: null`` with
-``regression: true``, e.g. STS-B).
+id), how its fields map onto the normalised example of its kind (``gptlab.tasks.kinds``, which
+lists every kind's example, language modelling included), its label set, metrics, and the prompt
+used for in-context evaluation. Labels are indices into ``labels`` (class tasks) or floats
+(``labels: null`` with ``regression: true``, e.g. STS-B).
 
 **Prompts** (in-context evaluation, see ``gptlab.data.prompts``). ``prompt`` is the task's default
 template and ``prompts`` maps names to alternatives (``regime.prompt=<name>`` picks one); each is
@@ -35,7 +23,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-KINDS = ("lm", "classification", "entailment", "similarity", "multiple_choice", "ner")
+from gptlab.tasks.kinds import KINDS, TaskKind, task_kind
+
+# Keys of earlier task YAMLs -> what replaced them (an old key is an error that names its successor).
+RENAMED_KEYS = {"text_field": "fields.text"}
+RENAMED_HUB_KEYS = {"text_field": "hub.fields.text", "split_train": "hub.splits.train",
+                    "split_validation": "hub.splits.validation"}
 # Template filters: ``{field:<filter>}``. ``sentence`` is lm-evaluation-harness's MNLI hypothesis:
 # stripped, with a final period added unless it already ends with one.
 PROMPT_FILTERS = {
@@ -94,18 +87,21 @@ class PromptSpec:
 
 @dataclass
 class TaskSpec:
+    """The fields below are also the task node's config schema (``gptlab.schema`` checks a composed
+    ``task`` against them, with the bounds in their ``metadata``)."""
+
     name: str
-    kind: str
+    kind: str = field(metadata={"choices": tuple(KINDS)})
     format: str
     data_dir: str | None = None
-    # split name -> file name (relative to data_dir); split names are the task's own
-    files: dict[str, str] = field(default_factory=dict)
-    # datasets.load_dataset arguments for users who are online: {path, name}
+    # split name -> file name, glob or list of them (relative to data_dir); split names are the task's own
+    files: dict[str, Any] = field(default_factory=dict)
+    # datasets.load_dataset arguments for users who are online: {path, name, splits, fields, options}
     hub: dict[str, Any] | None = None
-    # normalised field -> source column/key (format-specific; see gptlab.data.formats)
+    # normalised field -> source column/key (format-specific; see gptlab.data.sources)
     fields: dict[str, Any] = field(default_factory=dict)
     # class names in label-id order; null: read the label set from the training split
-    labels: list[str] | None = None
+    labels: list[str | int] | None = None
     regression: bool = False
     metrics: list[str] = field(default_factory=list)
     train_split: str = "train"
@@ -115,13 +111,26 @@ class TaskSpec:
     # in-context evaluation: the default template (a PromptSpec mapping; see the module doc)
     prompt: dict[str, Any] | None = None
     # named alternative templates, prompt name -> PromptSpec mapping (regime.prompt=<name>)
-    prompts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    train_limit: int | None = None
-    val_fraction: float = 0.1
+    prompts: dict[str, dict[str, Any]] | None = field(default_factory=dict)
+    train_limit: int | None = field(default=None, metadata={"ge": 1})
+    # lm tasks without a validation split hold out this fraction of their corpus
+    val_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"task {self.name!r}: kind={self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        try:
+            task_kind(self.kind)
+        except ValueError as err:
+            raise ValueError(f"task {self.name!r}: {err}") from None
+        if not isinstance(self.files or {}, Mapping):
+            raise ValueError(
+                f"task {self.name!r}: files={self.files!r}; it maps each split to a file name, glob or list "
+                "of them, e.g. files: {train: input.txt}"
+            )
+        self.files = {split: f for split, f in (self.files or {}).items() if f is not None}
+        self.fields = dict(self.fields or {})
+        self.options = dict(self.options or {})
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"task {self.name!r}: val_fraction must be in (0, 1), got {self.val_fraction}")
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)
@@ -132,14 +141,25 @@ class TaskSpec:
         values = OmegaConf.to_container(task, resolve=True) if isinstance(task, DictConfig) else dict(task)
         assert isinstance(values, dict)
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
         name = values.get("name", "?")
+        _refuse_renamed(name, values)
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"task {name!r}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
         for required in ("name", "kind", "format"):
             if values.get(required) is None:
                 raise ValueError(f"task {name!r}: missing required key {required!r}")
         return cls(**values)
+
+    @property
+    def task_kind(self) -> TaskKind:
+        """The record of this task's kind (``gptlab.tasks.kinds``)."""
+        return task_kind(self.kind)
+
+    @property
+    def fields_or_defaults(self) -> dict[str, Any]:
+        """``fields``, with the kind's defaults for the fields it leaves out."""
+        return {**dict(self.task_kind.default_fields), **self.fields}
 
     @property
     def num_labels(self) -> int:
@@ -169,3 +189,19 @@ class TaskSpec:
             valid = ", ".join(self.prompt_names()) or "none"
             raise ValueError(f"task {self.name!r} has no prompt named {name!r}; valid prompts: {valid}")
         return PromptSpec.from_mapping(self.name, name, self.prompts[name])
+
+
+def renamed_keys(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(old key, its replacement) for each key of an earlier task dialect in a task node."""
+    hub = values.get("hub")
+    old = [(key, new) for key, new in RENAMED_KEYS.items() if key in values]
+    if isinstance(hub, Mapping):
+        old += [(f"hub.{key}", new) for key, new in RENAMED_HUB_KEYS.items() if key in hub]
+    return old
+
+
+def _refuse_renamed(name: str, values: Mapping[str, Any]) -> None:
+    """An old key of the task or its hub entry is an error naming the key that replaced it."""
+    if old := renamed_keys(values):
+        said = "; ".join(f"{key} is now {new} (task.{new}=...)" for key, new in old)
+        raise ValueError(f"task {name!r}: {said}")

@@ -1,0 +1,89 @@
+"""An ``lm`` task's corpus: its documents per split, and a fingerprint that changes when they do.
+
+Local files are read by the same readers as every other task (``read_split``), each example's
+``text`` being one document; the ``embedded`` corpus needs no files; a Hub corpus stays a
+``datasets.Dataset`` (column ``text``) so that a large one is tokenized batch by batch. An ``lm``
+task reads a ``validation`` split only when it names one (``files.validation``, or for the Hub
+``hub.splits.validation``); otherwise the token cache holds out ``val_fraction`` of the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gptlab.data.sources import check_format, read_split, split_paths
+from gptlab.data.sources.base import DataFormatError
+from gptlab.data.sources.hub import hub_documents
+from gptlab.tasks.spec import TaskSpec
+
+# The splits a corpus may have; what the token cache stores as "train" and "val".
+CORPUS_SPLITS = ("train", "validation")
+# A split's documents: a list of texts, or a Hub dataset (column "text").
+Documents = Any
+
+
+@dataclass(frozen=True)
+class DocumentSource:
+    fingerprint: Any  # JSON-able; equal fingerprints mean equal documents
+    # (split -> its documents, split -> blank lines of its files skipped while reading them)
+    load: Callable[[], tuple[dict[str, Documents], dict[str, int]]]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def corpus_splits(spec: TaskSpec) -> list[str]:
+    """The corpus splits the task names: ``train`` and, where given, ``validation``."""
+    named = set((spec.hub or {}).get("splits") or {}) if spec.format == "hub" else set(spec.files)
+    if unknown := sorted(named - set(CORPUS_SPLITS)):
+        where = "hub.splits" if spec.format == "hub" else "files"
+        raise DataFormatError(
+            f"task {spec.name!r}: unknown split(s) {unknown} in {where}; valid splits: {', '.join(CORPUS_SPLITS)}"
+        )
+    if spec.format != "hub" and "train" not in named:
+        raise DataFormatError(f"task {spec.name!r}: files names no 'train' split; files: {dict(spec.files)}")
+    return ["train", *(["validation"] if "validation" in named else [])]
+
+
+def document_source(spec: TaskSpec) -> DocumentSource:
+    """Where an ``lm`` task's documents come from, read lazily by ``load``."""
+    check_format(spec)
+    if spec.format == "embedded":
+        from gptlab.data.corpus import demo_corpus_documents
+
+        docs = demo_corpus_documents()
+        digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
+        return DocumentSource({"format": "embedded", "sha256": digest}, lambda: ({"train": docs}, {}))
+    splits = corpus_splits(spec)
+    if spec.format == "hub":
+        loaded = {split: hub_documents(spec, split) for split in splits}
+        return DocumentSource(
+            {"hub": {split: fingerprint for split, (_, fingerprint) in loaded.items()}},
+            lambda: ({split: ds for split, (ds, _) in loaded.items()}, {}),  # rows: no lines to skip
+        )
+    paths = {split: split_paths(spec, split) for split in splits}
+    data_dir = Path(str(spec.data_dir)).expanduser()
+    fingerprint = {
+        "format": spec.format,
+        "fields": spec.fields_or_defaults,
+        "encoding": spec.options.get("encoding", "utf-8"),
+        "files": {s: [[str(p.relative_to(data_dir)), sha256_file(p)] for p in ps] for s, ps in paths.items()},
+    }
+
+    def load() -> tuple[dict[str, Documents], dict[str, int]]:
+        raws = {split: read_split(spec, split) for split in splits}
+        return (
+            {split: [example["text"] for example in raw.examples] for split, raw in raws.items()},
+            {split: raw.blank_lines for split, raw in raws.items()},
+        )
+
+    return DocumentSource(fingerprint, load)

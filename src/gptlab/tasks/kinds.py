@@ -1,0 +1,169 @@
+"""The task kinds: one record per kind, and the only list of them.
+
+A record says everything the platform needs to know about a kind; the code that acts on it looks
+the kind up here and follows the record's entries, each naming a shape whose implementation lives
+with its job:
+
+==================  ========================================================================
+entry               meaning, and where the named shape is implemented
+==================  ========================================================================
+``fields``          normalised fields every example has (``gptlab.data.sources`` fills them)
+``label``           how the example's answer is written: ``class`` (a label name or index, a
+                    float for regression tasks), ``tags`` (one label name per word),
+                    ``choice`` (an index into the example's own ``choices``), or None
+``transform``       GPT-1 input transformation (``gptlab.data.transforms.TRANSFORMS``)
+``head``            head shape and loss (``gptlab.model.heads.HEAD_SHAPES``)
+``metrics``         metric family, which names ``task.metrics`` may hold
+                    (``gptlab.tasks.metrics.METRIC_FAMILIES``)
+``chance``          chance-level rule (``gptlab.tasks.chance.CHANCE_RULES``), or None
+``incontext``       how it is scored in context: ``choice`` (rank answer continuations,
+                    ``gptlab.data.incontext``), ``perplexity`` (zero-shot validation loss,
+                    ``gptlab.data.text``), or None (``not_incontext`` says why)
+``regimes``         which regime natures run it (``REGIME_NATURES``; a regime YAML declares
+                    its ``nature``)
+==================  ========================================================================
+
+Adding a kind is adding its record here, plus its transform, head, metric family, chance rule or
+scorer where its shape is new (README, "Adding a task kind").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a regime does with a task: pre-train on it, fine-tune a head on it, or evaluate in context.
+REGIME_NATURES = ("pretrain", "finetune", "incontext")
+LABEL_RULES = ("class", "tags", "choice")
+INCONTEXT_SCORERS = ("choice", "perplexity")
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """One task kind (see the module doc for each entry)."""
+
+    name: str
+    example: str  # the normalised example, for docs and error messages
+    fields: tuple[str, ...]
+    optional_fields: tuple[str, ...] = ()
+    label: str | None = None
+    regression: bool = False  # whether a task of this kind may have real-valued labels
+    transform: str | None = None
+    head: str | None = None
+    metrics: str = "class"
+    chance: str | None = None
+    incontext: str | None = None
+    not_incontext: str = ""
+    regimes: tuple[str, ...] = ()
+    # normalised field -> source key used when a task names none (an lm corpus's "text" column)
+    default_fields: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        assert self.label in (None, *LABEL_RULES), self.label
+        assert self.incontext in (None, *INCONTEXT_SCORERS), self.incontext
+        assert set(self.regimes) <= set(REGIME_NATURES), self.regimes
+        assert (self.incontext is None) == bool(self.not_incontext), self.name
+        fine_tuned = self.head is not None and self.transform is not None
+        assert ("finetune" in self.regimes) == fine_tuned, self.name
+
+    @property
+    def all_fields(self) -> tuple[str, ...]:
+        return (*self.fields, *self.optional_fields)
+
+    @property
+    def label_field(self) -> str | None:
+        """The field that holds the answer: ``tags`` (one per word) or ``label``."""
+        return None if self.label is None else "tags" if self.label == "tags" else "label"
+
+    @property
+    def has_class_labels(self) -> bool:
+        """Whether examples carry label names to map onto ``task.labels`` (a label set to read)."""
+        return self.label in ("class", "tags")
+
+
+_KINDS = (
+    TaskKind(
+        name="lm",
+        example='{"text": str}, one document',
+        fields=("text",),
+        default_fields=(("text", "text"),),
+        metrics="lm",
+        incontext="perplexity",
+        regimes=("pretrain", "incontext"),
+    ),
+    TaskKind(
+        name="classification",
+        example='{"text": str, "label": int | float}',
+        fields=("text", "label"),
+        label="class",
+        regression=True,
+        transform="single",
+        head="pooled",
+        chance="majority",
+        incontext="choice",
+        regimes=("finetune", "incontext"),
+    ),
+    TaskKind(
+        name="entailment",
+        example='{"text_a": premise, "text_b": hypothesis, "label": int}',
+        fields=("text_a", "text_b", "label"),
+        label="class",
+        transform="pair",
+        head="pooled",
+        chance="majority",
+        incontext="choice",
+        regimes=("finetune", "incontext"),
+    ),
+    TaskKind(
+        name="similarity",
+        example='{"text_a": str, "text_b": str, "label": int | float}',
+        fields=("text_a", "text_b", "label"),
+        label="class",
+        regression=True,
+        transform="both_orders",
+        head="pooled_sum",
+        chance="majority",
+        incontext="choice",
+        regimes=("finetune", "incontext"),
+    ),
+    TaskKind(
+        name="multiple_choice",
+        example='{"context": str, "choices": list[str], "label": int}',
+        fields=("context", "choices", "label"),
+        optional_fields=("choice_labels", "asks_for"),
+        label="choice",
+        transform="choices",
+        head="per_choice",
+        chance="uniform_choice",
+        incontext="choice",
+        regimes=("finetune", "incontext"),
+    ),
+    TaskKind(
+        name="ner",
+        example='{"tokens": list[str], "tags": list[int]}',
+        fields=("tokens", "tags"),
+        label="tags",
+        transform="words",
+        head="per_token",
+        metrics="entity",
+        not_incontext=(
+            "NER has a tag for every word: in-context scoring ranks whole answer continuations and "
+            "has no per-word output; evaluate it with regime=finetune"
+        ),
+        regimes=("finetune",),
+    ),
+)
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in _KINDS}
+
+
+def task_kind(name: str) -> TaskKind:
+    """The record of kind ``name``; an unknown name is an error listing the valid ones."""
+    if name not in KINDS:
+        raise ValueError(f"kind={name!r}; valid kinds: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def kinds_run_by(nature: str) -> list[str]:
+    """The kinds a regime of ``nature`` runs, in registry order."""
+    if nature not in REGIME_NATURES:
+        raise ValueError(f"regime nature {nature!r}; valid natures: {', '.join(REGIME_NATURES)}")
+    return [kind.name for kind in _KINDS if nature in kind.regimes]
