@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from test_train import make_cfg
 
-from gptlab.cli.train import check_config, result_rows, train
+from gptlab.cli.train import result_rows, train
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
@@ -25,6 +26,7 @@ from gptlab.lit.incontext import InContextModule, choice_loglikelihoods
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.report.results import read_results
+from gptlab.schema import ConfigError, check_across_nodes, validate_config
 from gptlab.tasks.chance import chance_levels, majority_label
 from gptlab.tasks.spec import TaskSpec
 
@@ -244,7 +246,7 @@ def test_bad_inputs_before_scoring(toy: dict[str, Any]) -> None:
         InContextDataModule(three, block_size=64, batch_size=4)
     with pytest.raises(ValueError, match="task 'toy' has no prompt"):
         InContextDataModule({**toy, "prompt": None}, block_size=64, batch_size=4)
-    with pytest.raises(ValueError, match="integer >= 0"):
+    with pytest.raises(ValueError, match=r"InContextDataModule: k=-1: must be >= 0"):
         InContextDataModule(toy, block_size=64, batch_size=4, k=-1)
 
 
@@ -374,8 +376,10 @@ def test_unsupported_runs_are_refused_before_anything_is_built(
     overrides: list[str], error: str, tmp_path: Path
 ) -> None:
     cfg = incontext_cfg(tmp_path, "task=demo_topic", *overrides)
-    with pytest.raises(ValueError, match=error):
-        check_config(cfg)
+    problems = check_across_nodes(cfg)
+    assert len(problems) == 1 and re.search(error, problems[0]), problems
+    with pytest.raises(ConfigError, match=error):
+        validate_config(cfg)
 
 
 def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:

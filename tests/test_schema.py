@@ -7,8 +7,8 @@ import dataclasses
 import functools
 import inspect
 import re
-import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import compose_config
@@ -17,17 +17,13 @@ from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
 
 import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
+from gptlab.bounds import check_arguments
 from gptlab.cli.train import train
 from gptlab.model.gpt import GPTConfig
-from gptlab.resources import group_choices
-from gptlab.schema import (
-    REGIME_SCHEMAS,
-    ConfigError,
-    InContextRegimeSchema,
-    ModelSchema,
-    PerplexitySchema,
-    validate_config,
-)
+from gptlab.resources import config_dir, group_choices
+from gptlab.node_check import target_schema
+from gptlab.schema import ConfigError, InContextRegimeSchema, ModelSchema, validate_config
+from gptlab.tasks.kinds import KINDS
 from gptlab.tasks.spec import TaskSpec
 
 # a task each regime runs
@@ -67,8 +63,13 @@ def test_every_regime_validates_alone_and_under_debug(regime: str, debug: str | 
 
 
 @pytest.mark.parametrize("task", group_choices("task"))
-def test_every_task_validates(task: str) -> None:
-    validate_config(compose_with(f"task={task}"))
+def test_every_task_validates_under_every_regime_nature_that_runs_its_kind(task: str) -> None:
+    node = OmegaConf.load(config_dir() / "task" / f"{task}.yaml")
+    regimes = {"pretrain": "pretrain", "finetune": "finetune", "incontext": "zero_shot"}
+    for nature in KINDS[node.kind].regimes:
+        if nature == "incontext" and node.get("regression"):
+            continue  # no answers to choose among: refused in context (tests/test_incontext.py)
+        validate_config(compose_with(f"task={task}", f"regime={regimes[nature]}"))
 
 
 @pytest.mark.parametrize("search", group_choices("hparams_search"))
@@ -179,15 +180,14 @@ def test_a_bad_config_fails_before_any_data_is_read(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- schemas vs. code
 
 
-def _regime_targets() -> dict[str, tuple[type, str, str]]:
-    """(schema, module target, datamodule target) for each regime file."""
+def _regime_targets() -> dict[str, tuple[str, str]]:
+    """(module target, datamodule target) for each regime file (and its perplexity fallback)."""
     out = {}
     for name in group_choices("regime"):
         regime = compose_with(f"regime={name}", f"task={REGIME_TASK[name]}").regime
-        out[name] = (REGIME_SCHEMAS[regime.nature], regime.module._target_, regime.datamodule._target_)
+        out[name] = (regime.module._target_, regime.datamodule._target_)
         if "perplexity" in regime:
-            pp = regime.perplexity
-            out[f"{name}.perplexity"] = (PerplexitySchema, pp.module._target_, pp.datamodule._target_)
+            out[f"{name}.perplexity"] = (regime.perplexity.module._target_, regime.perplexity.datamodule._target_)
     return out
 
 
@@ -200,12 +200,35 @@ def _parameters(target: str) -> set[str]:
 
 
 @pytest.mark.parametrize("regime", sorted(_regime_targets()))
-def test_module_and_datamodule_schemas_list_exactly_the_constructor_parameters(regime: str) -> None:
-    schema, module, datamodule = _regime_targets()[regime]
-    hints = typing.get_type_hints(schema)
-    for node, target in (("module", module), ("datamodule", datamodule)):
-        node_schema = typing.get_args(hints[node])[0] if typing.get_args(hints[node]) else hints[node]
-        assert _fields(node_schema) - {"_target_"} == _parameters(target), (regime, node, target)
+def test_module_and_datamodule_schemas_are_the_constructor_parameters(regime: str) -> None:
+    for target in _regime_targets()[regime]:
+        assert _fields(target_schema(target)) - {"_target_"} == _parameters(target), (regime, target)
+
+
+@pytest.mark.parametrize(
+    ("override", "config_error", "target", "argument", "python_error"),
+    [
+        (
+            "regime.module.warmup_ratio=1.5", "regime.module.warmup_ratio=1.5: must be in [0, 1)",
+            "gptlab.lit.finetune.FinetuneModule", {"warmup_ratio": 1.5}, "warmup_ratio=1.5: must be in [0, 1)",
+        ),
+        (
+            "regime.module.betas=[0.9,1.0]", "regime.module.betas[1]=1.0: must be in [0, 1)",
+            "gptlab.lit.finetune.FinetuneModule", {"betas": (0.9, 1.0)}, "betas=(0.9, 1.0): must be in [0, 1)",
+        ),
+        (
+            "+regime.datamodule.bucket_size=0", "regime.datamodule.bucket_size=0: must be > 0",
+            "gptlab.data.labeled.LabeledDataModule", {"bucket_size": 0}, "bucket_size=0: must be > 0",
+        ),
+    ],
+)
+def test_a_bound_stated_in_a_signature_is_enforced_by_the_schema_and_the_constructor(
+    override: str, config_error: str, target: str, argument: dict[str, Any], python_error: str
+) -> None:
+    """Each bound is written once, in the constructor's annotation; both checks read it there."""
+    assert config_error in errors_of("regime=finetune", "task=sst2", override)
+    with pytest.raises(ValueError, match=re.escape(python_error)):
+        check_arguments(get_class(target).__init__, argument)
 
 
 def test_model_schema_lists_the_build_arguments() -> None:

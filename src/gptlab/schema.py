@@ -12,197 +12,97 @@ lists every problem by its full key and the allowed values::
 
 It runs at start-up, before any data is read or model built. The schemas are used as data, never
 instantiated: a field without a default is a required key, one with a default may be left out,
-and ``metadata`` holds its checks. The fields of a ``_target_`` node's schema are the parameters
-of the class it names (``tests/test_schema.py`` keeps them in step).
+and its ``metadata`` holds its ``Bound``. Nothing here copies another declaration: a ``_target_``
+node's schema is derived from the signature of the class it names (types and the bounds in the
+annotations, ``gptlab.bounds``), ``model`` from ``GPTConfig``'s fields, ``task`` is ``TaskSpec``
+itself, and the checks that span several nodes are one function, ``check_across_nodes``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any, ClassVar
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gptlab.model.gpt import ATTENTIONS, NORMS
-from gptlab.tasks.kinds import REGIME_NATURES
+from gptlab.bounds import NO_BOUND, NON_NEGATIVE, POSITIVE, SEED, Bound
+from gptlab.model.gpt import GPTConfig
+from gptlab.node_check import TargetNode, check_node, show
+from gptlab.tasks.kinds import REGIME_NATURES, kinds_run_by, task_kind
 from gptlab.tasks.spec import TaskSpec, renamed_keys
 
-SEED_RANGE = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (it picks a random seed otherwise)
 
 
 class ConfigError(ValueError):
     """A composed config that cannot run; the message lists every bad key with what it allows."""
 
 
-def key(
-    *,
-    optional: bool = False,
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-    choices: tuple[Any, ...] | None = None,
-    length: int | None = None,
-    items: Mapping[str, Any] | None = None,
-) -> Any:
-    """A schema field: required unless ``optional``; bounds, choices, list length, per-item checks."""
-    checks = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "length": length, "items": items}
-    return field(default=None if optional else MISSING, metadata={k: v for k, v in checks.items() if v is not None})
+def key(bound: Bound = NO_BOUND, *, optional: bool = False) -> Any:
+    """A schema field: required unless ``optional``, with its ``Bound`` (``gptlab.bounds``)."""
+    return field(default=None if optional else MISSING, metadata=bound.metadata)
 
 
 # ----------------------------------------------------------------------------- schemas
 
-
-@dataclass(kw_only=True)
-class ModelSchema:
-    """``conf/model/*.yaml``: ``gptlab.model.build.build_gpt`` arguments (``GPTConfig`` fields + init_from)."""
-
-    _target_: str = key()
-    name: str = key()
-    n_layer: int = key(gt=0)
-    n_head: int = key(gt=0)
-    n_embd: int = key(gt=0)
-    block_size: int = key(gt=0)
-    vocab_size: int = key(optional=True, gt=0)
-    dropout: float = key(optional=True, ge=0, lt=1)
-    bias: bool = key(optional=True)
-    norm: str = key(optional=True, choices=NORMS)
-    attention: str = key(optional=True, choices=ATTENTIONS)
-    local_window: int = key(optional=True, gt=0)
-    layer_norm_eps: float = key(optional=True, gt=0)
-    init_from: str | None = key(optional=True)
+# What a size YAML (conf/model) must state; the other GPTConfig fields have defaults.
+MODEL_REQUIRED = ("name", "n_layer", "n_head", "n_embd", "block_size")
 
 
-BETAS = {"ge": 0, "lt": 1}
+def _model_schema() -> type:
+    """``conf/model/*.yaml``: ``build_gpt``'s arguments, i.e. ``GPTConfig``'s fields and bounds + ``init_from``."""
+    specs = [("_target_", str, field())]
+    for f in dataclasses.fields(GPTConfig):
+        hint = typing.get_type_hints(GPTConfig)[f.name]
+        specs.append((f.name, hint, field(metadata=f.metadata) if f.name in MODEL_REQUIRED else field(default=None, metadata=f.metadata)))
+    specs.append(("init_from", str | None, field(default=None)))
+    return dataclasses.make_dataclass("ModelSchema", specs, kw_only=True)
 
 
-@dataclass(kw_only=True)
-class LMModuleSchema:
-    """``gptlab.lit.lm.LMModule``."""
-
-    _target_: str = key()
-    model: Any = key()
-    lr: float = key(optional=True, gt=0)
-    weight_decay: float = key(optional=True, ge=0)
-    betas: list[float] = key(optional=True, length=2, items=BETAS)
-    eps: float = key(optional=True, gt=0)
-    warmup_steps: int = key(optional=True, ge=0)
-    min_lr_ratio: float = key(optional=True, gt=0, le=1)
-
-
-@dataclass(kw_only=True)
-class FinetuneModuleSchema:
-    """``gptlab.lit.finetune.FinetuneModule``."""
-
-    _target_: str = key()
-    model: Any = key()
-    task: Any = key()
-    lm_lambda: float = key(optional=True, ge=0)
-    lr: float = key(optional=True, gt=0)
-    weight_decay: float = key(optional=True, ge=0)
-    warmup_ratio: float = key(optional=True, ge=0, lt=1)
-    classifier_dropout: float = key(optional=True, ge=0, lt=1)
-    betas: list[float] = key(optional=True, length=2, items=BETAS)
-    eps: float = key(optional=True, gt=0)
-
-
-@dataclass(kw_only=True)
-class InContextModuleSchema:
-    """``gptlab.lit.incontext.InContextModule``."""
-
-    _target_: str = key()
-    model: Any = key()
-
-
-@dataclass(kw_only=True)
-class TextDataModuleSchema:
-    """``gptlab.data.text.TextDataModule``."""
-
-    _target_: str = key()
-    task: Any = key()
-    block_size: int = key(gt=0)
-    batch_size: int = key(gt=0)
-    cache_dir: str = key()
-    seed: int = key(optional=True, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    num_proc: int = key(optional=True, ge=1)
-    num_workers: int = key(optional=True, ge=0)
-    val_windows: int | None = key(optional=True, gt=0)
-    start_sample: int = key(optional=True, ge=0)
-
-
-@dataclass(kw_only=True)
-class LabeledDataModuleSchema:
-    """``gptlab.data.labeled.LabeledDataModule``."""
-
-    _target_: str = key()
-    task: Any = key()
-    block_size: int = key(gt=0)
-    batch_size: int = key(gt=0)
-    seed: int = key(optional=True, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    eval_batch_size: int | None = key(optional=True, gt=0)
-    num_workers: int = key(optional=True, ge=0)
-    bucket_size: int = key(optional=True, gt=0)
-
-
-@dataclass(kw_only=True)
-class InContextDataModuleSchema:
-    """``gptlab.data.incontext.InContextDataModule``."""
-
-    _target_: str = key()
-    task: Any = key()
-    block_size: int = key(gt=0)
-    batch_size: int = key(gt=0)
-    k: int = key(optional=True, ge=0)
-    fewshot_seed: int = key(optional=True)
-    prompt: str | None = key(optional=True)
-    num_workers: int = key(optional=True, ge=0)
+ModelSchema = _model_schema()
 
 
 @dataclass(kw_only=True)
 class _RegimeSchema:
-    """Keys every regime has (``conf/regime/*.yaml``); the subclasses add their data and module."""
+    """Keys every regime has (``conf/regime/*.yaml``); the subclasses add their nature's keys."""
 
     name: str = key()
-    nature: str = key(choices=REGIME_NATURES)
-    block_size: int = key(gt=0)
-    global_batch_size: int = key(gt=0)
-    batch_size: int = key(gt=0)
+    nature: str = key(Bound(choices=REGIME_NATURES))
+    block_size: int = key(POSITIVE)
+    global_batch_size: int = key(POSITIVE)
+    batch_size: int = key(POSITIVE)
+    datamodule: TargetNode = key()
+    module: TargetNode = key()
 
 
 @dataclass(kw_only=True)
 class PretrainRegimeSchema(_RegimeSchema):
-    datamodule: TextDataModuleSchema = key()
-    module: LMModuleSchema = key()
+    pass
 
 
 @dataclass(kw_only=True)
 class FinetuneRegimeSchema(_RegimeSchema):
-    datamodule: LabeledDataModuleSchema = key()
-    module: FinetuneModuleSchema = key()
+    pass
 
 
 @dataclass(kw_only=True)
 class PerplexitySchema:
     """An in-context regime's fallback for lm tasks: the pre-training validation."""
 
-    datamodule: TextDataModuleSchema = key()
-    module: LMModuleSchema = key()
+    datamodule: TargetNode = key()
+    module: TargetNode = key()
 
 
 @dataclass(kw_only=True)
 class InContextRegimeSchema(_RegimeSchema):
     fit: bool = key()
-    k: int = key(ge=0)
+    k: int = key(NON_NEGATIVE)
     fewshot_seed: int = key()
     prompt: str | None = key(optional=True)
-    datamodule: InContextDataModuleSchema = key()
-    module: InContextModuleSchema = key()
     perplexity: PerplexitySchema | None = key(optional=True)
 
 
@@ -210,11 +110,11 @@ class InContextRegimeSchema(_RegimeSchema):
 class SampleSchema:
     """``sample``: text printed from the model at the end of a pre-training run."""
 
-    num_samples: int = key(ge=0)
+    num_samples: int = key(NON_NEGATIVE)
     prompt: str = key()
-    max_new_tokens: int = key(gt=0)
-    temperature: float = key(gt=0)
-    top_k: int | None = key(optional=True, gt=0)
+    max_new_tokens: int = key(POSITIVE)
+    temperature: float = key(POSITIVE)
+    top_k: int | None = key(POSITIVE, optional=True)
 
 
 @dataclass(kw_only=True)
@@ -222,7 +122,7 @@ class RunSchema:
     """The top-level run settings of ``conf/train.yaml``; the other top-level nodes have their own."""
 
     OPEN: ClassVar[bool] = True  # Hydra already rejects unknown top-level keys
-    seed: int = key(ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    seed: int = key(SEED)
     ckpt_path: str | None = key(optional=True)
     tags: list[Any] = key(optional=True)
     optimized_metric: str | None = key(optional=True)
@@ -261,8 +161,74 @@ def validate_config(cfg: DictConfig) -> None:
         _check_task(_resolved(cfg, "task", errors), cfg.task, errors)
     if "regime" in cfg:
         _check_regime(_resolved(cfg, "regime", errors), cfg.regime, errors)
+    if not errors and all(node in cfg for node in ("model", "task", "regime")):
+        errors += check_across_nodes(cfg)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(errors)))
+
+
+def is_incontext(cfg: DictConfig) -> bool:
+    """Whether the run's regime evaluates in context (its declared ``nature``)."""
+    return cfg.regime.nature == "incontext"
+
+
+def scored_by_perplexity(cfg: DictConfig) -> bool:
+    """An in-context run at k = 0 of a kind scored by perplexity (``lm``): the regime's ``perplexity``."""
+    return is_incontext(cfg) and task_kind(cfg.task.kind).incontext == "perplexity" and cfg.regime.k == 0
+
+
+def check_across_nodes(cfg: DictConfig) -> list[str]:
+    """Every check that spans several nodes (task × regime × model), once each node is valid alone:
+    the regime runs the task's kind, its DataModule is of the regime's nature, its window fits the
+    model, and an in-context regime trains nothing, has the number of demonstrations its name
+    says, and can score the task with its prompt."""
+    regime, task, model = cfg.regime, cfg.task, cfg.model
+    errors: list[str] = []
+    datamodule = get_object(regime.datamodule._target_)
+    # (a run scored by perplexity builds the regime's perplexity DataModule, of another nature)
+    if getattr(datamodule, "NATURE", regime.nature) != regime.nature and not scored_by_perplexity(cfg):
+        errors.append(
+            f"regime.datamodule._target_={regime.datamodule._target_}: a DataModule for {datamodule.NATURE} "
+            f"regimes, but regime.nature={regime.nature}"
+        )
+    if is_incontext(cfg):  # first: it says why a kind is not scored in context
+        errors += _incontext_problems(cfg)
+    kinds = kinds_run_by(regime.nature)
+    if task.kind not in kinds and not errors:
+        errors.append(
+            f"task={task.name} is of kind {task.kind!r}, which regime={regime.name} does not run "
+            f"(it runs: {', '.join(kinds)})"
+        )
+    block = regime.get("block_size")
+    if block is not None and block > model.block_size:
+        errors.append(
+            f"regime.block_size={block} is larger than the context of model={model.name} "
+            f"(model.block_size={model.block_size})"
+        )
+    return errors
+
+
+def _incontext_problems(cfg: DictConfig) -> list[str]:
+    regime = cfg.regime
+    if regime.name in FIXED_K and regime.k != FIXED_K[regime.name]:
+        return [
+            f"regime.k={regime.k}: regime {regime.name} takes k={FIXED_K[regime.name]} "
+            f"(for {regime.k} demonstrations use regime=few_shot regime.k={regime.k})"
+        ]
+    if regime.get("fit", False):
+        return [
+            f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
+            "is (model.init_from) and never train"
+        ]
+    if scored_by_perplexity(cfg):
+        return []
+    from gptlab.data.incontext import check_incontext_task  # the scorer's own rules
+
+    try:
+        check_incontext_task(TaskSpec.from_config(cfg.task), regime.get("prompt"))
+    except ValueError as err:
+        return [str(err)]
+    return []
 
 
 def _resolved(cfg: DictConfig, name: str, errors: list[str]) -> Any:
@@ -306,150 +272,8 @@ def _check_model_shape(model: Any, errors: list[str]) -> None:
 
 
 def _check_regime(regime: Any, source: Any, errors: list[str]) -> None:
-    name = regime.get("name") if isinstance(regime, Mapping) else None
     nature = regime.get("nature") if isinstance(regime, Mapping) else None
     if nature not in REGIME_SCHEMAS:
-        errors.append(f"regime.nature={_show(nature)}: must be one of {', '.join(REGIME_SCHEMAS)}")
+        errors.append(f"regime.nature={show(nature)}: must be one of {', '.join(REGIME_SCHEMAS)}")
         return
-    if check_node(regime, REGIME_SCHEMAS[nature], "regime", errors, source) and name in FIXED_K:
-        if not any(e.startswith("regime.k") for e in errors) and regime["k"] != FIXED_K[name]:
-            errors.append(
-                f"regime.k={regime['k']}: regime {name} takes k={FIXED_K[name]} "
-                f"(for {regime['k']} demonstrations use regime=few_shot regime.k={regime['k']})"
-            )
-
-
-def check_node(values: Any, schema: type, path: str, errors: list[str], source: Any = None) -> bool:
-    """Check mapping ``values`` against dataclass ``schema``; append problems to ``errors``.
-
-    ``source`` is the unresolved config node of ``values``, if any: its interpolated keys are left
-    to the key they point to. Returns whether ``values`` had the right shape to look inside.
-    """
-    if not isinstance(values, Mapping):
-        errors.append(f"{path}={_show(values)}: expected a mapping of keys")
-        return False
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    hints = typing.get_type_hints(schema)
-    if not getattr(schema, "OPEN", False):
-        for name in sorted(set(values) - set(fields), key=str):
-            errors.append(f"{_join(path, name)}: unknown key; valid keys: {', '.join(sorted(fields))}")
-    for name, f in fields.items():
-        where = _join(path, name)
-        if name not in values:
-            if f.default is MISSING and f.default_factory is MISSING:
-                errors.append(f"{where}: missing; it is required")
-            continue
-        child = None
-        if isinstance(source, DictConfig):
-            if OmegaConf.is_interpolation(source, name):
-                continue
-            child = OmegaConf.select(source, name, throw_on_missing=False)
-        _check_value(values[name], hints[name], f.metadata, where, errors, child)
-    return True
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _check_value(
-    value: Any, hint: Any, checks: Mapping[str, Any], where: str, errors: list[str], source: Any = None
-) -> None:
-    if value == "???":
-        errors.append(f"{where}: missing value (???); set it on the command line or in the config")
-        return
-    alternatives = _union_args(hint)
-    if alternatives is not None:
-        if value is None and type(None) in alternatives:
-            return
-        hint = next((a for a in alternatives if a is not type(None) and _has_type(value, a)), None)
-        if hint is None:
-            names = " or ".join(_type_name(a) for a in alternatives)
-            errors.append(f"{where}={_show(value)}: expected {names}")
-            return
-    if not _has_type(value, hint):
-        errors.append(f"{where}={_show(value)}: expected {_type_name(hint)}")
-        return
-    if dataclasses.is_dataclass(hint):
-        check_node(value, hint, where, errors, source)
-        return
-    if typing.get_origin(hint) is list:
-        if "length" in checks and len(value) != checks["length"]:
-            errors.append(f"{where}={_show(value)}: expected {checks['length']} values")
-        (item_hint,) = typing.get_args(hint) or (Any,)
-        for i, item in enumerate(value):
-            _check_value(item, item_hint, checks.get("items", {}), f"{where}[{i}]", errors)
-        return
-    problem = _range_problem(value, checks)
-    if problem:
-        errors.append(f"{where}={_show(value)}: {problem}")
-
-
-def _union_args(hint: Any) -> tuple[Any, ...] | None:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return None
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, Mapping)
-    origin = typing.get_origin(hint) or hint
-    if _union_args(hint) is not None:
-        return any(_has_type(value, a) for a in typing.get_args(hint))
-    if origin is bool:
-        return isinstance(value, bool)
-    if origin is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is float:  # an int is a float (lr: 1), a bool is not; NaN and inf are no setting
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if origin is str:
-        return isinstance(value, str)
-    if origin is list:
-        return isinstance(value, (list, tuple))
-    if origin is dict:
-        return isinstance(value, Mapping)
-    if origin is type(None):
-        return value is None
-    return isinstance(value, origin)
-
-
-def _range_problem(value: Any, checks: Mapping[str, Any]) -> str | None:
-    if "choices" in checks and value not in checks["choices"]:
-        return f"must be one of {', '.join(map(str, checks['choices']))}"
-    low = ("gt", checks["gt"]) if "gt" in checks else ("ge", checks["ge"]) if "ge" in checks else None
-    high = ("lt", checks["lt"]) if "lt" in checks else ("le", checks["le"]) if "le" in checks else None
-    ok = (
-        low is None or (value > low[1] if low[0] == "gt" else value >= low[1])
-    ) and (high is None or (value < high[1] if high[0] == "lt" else value <= high[1]))
-    if ok:
-        return None
-    if low and high:
-        return f"must be in {'(' if low[0] == 'gt' else '['}{low[1]}, {high[1]}{')' if high[0] == 'lt' else ']'}"
-    bound = low or high
-    assert bound is not None
-    return f"must be {dict(gt='>', ge='>=', lt='<', le='<=')[bound[0]]} {bound[1]}"
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
-
-
-def _type_name(hint: Any) -> str:
-    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) is dict:
-        return "a mapping"
-    if typing.get_origin(hint) is list:
-        return "a list"
-    if hint is type(None):
-        return "null"
-    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _show(value: Any) -> str:
-    """A value as it would be written in an override (``null``, ``true``, ``-1``, ``mid``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+    check_node(regime, REGIME_SCHEMAS[nature], "regime", errors, source)

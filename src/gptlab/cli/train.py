@@ -18,14 +18,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptlab.cli.sweep import SweepJob, optimized_value
 from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_run_finished
 from gptlab.data.contract import TaskDataModule
-from gptlab.data.incontext import check_incontext_task
 from gptlab.lit.checkpoint_io import newest_valid_checkpoint
 from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
-from gptlab.schema import validate_config
-from gptlab.tasks.kinds import kinds_run_by, task_kind
-from gptlab.tasks.spec import TaskSpec
+from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scored_by_perplexity, validate_config
 
 log = logging.getLogger("gptlab")
 
@@ -61,48 +58,6 @@ def split_global_batch(global_batch: int, max_micro_batch: int, world: int) -> t
     return share // accumulate, accumulate
 
 
-def is_incontext(cfg: DictConfig) -> bool:
-    """Whether the run's regime evaluates in context (its declared ``nature``)."""
-    return cfg.regime.nature == "incontext"
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Refuse combinations that cannot run, before any data is read or model built."""
-    if is_incontext(cfg):  # first: it says why a kind is not scored in context
-        check_incontext_config(cfg)
-    kinds = kinds_run_by(cfg.regime.nature)
-    if cfg.task.kind not in kinds:
-        raise ValueError(
-            f"task={cfg.task.name} is of kind {cfg.task.kind!r}, which regime={cfg.regime.name} "
-            f"does not run (it runs: {', '.join(kinds)})"
-        )
-    block, context = cfg.regime.get("block_size"), cfg.model.block_size
-    if block is not None and block > context:
-        raise ValueError(
-            f"regime.block_size={block} is larger than the context of model={cfg.model.name} "
-            f"(model.block_size={context})"
-        )
-
-
-def check_incontext_config(cfg: DictConfig) -> None:
-    """The in-context regimes: nothing trains, and the task can be scored with its prompt (or, a
-    kind scored by perplexity at k = 0, measured so). That k matches the regime's name
-    (zero_shot: 0, one_shot: 1) is the schema's check (``gptlab.schema``)."""
-    regime = cfg.regime
-    if regime.get("fit", False):
-        raise ValueError(
-            f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
-            "is (model.init_from) and never train"
-        )
-    if not scored_by_perplexity(cfg):
-        check_incontext_task(TaskSpec.from_config(cfg.task), regime.k, regime.get("prompt"))
-
-
-def scored_by_perplexity(cfg: DictConfig) -> bool:
-    """An in-context run at k = 0 of a kind scored by perplexity (``lm``): the regime's ``perplexity``."""
-    return is_incontext(cfg) and task_kind(cfg.task.kind).incontext == "perplexity" and cfg.regime.k == 0
-
-
 def perplexity_config(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` with the regime's ``perplexity`` DataModule and module: zero-shot on an lm task."""
     cfg = copy.deepcopy(cfg)
@@ -132,7 +87,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """Instantiate the DataModule, LightningModule and Trainer that ``cfg`` describes."""
-    check_config(cfg)
+    if problems := check_across_nodes(cfg):
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     micro_batch, accumulate = split_global_batch(
         cfg.regime.global_batch_size, cfg.regime.batch_size, world_size(cfg.trainer)
     )

@@ -33,11 +33,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.bounds import NON_NEGATIVE, POSITIVE, check_arguments
 from gptlab.data.contract import TaskDataModule
 from gptlab.data.labeled import IndexedExamples, check_labels
 from gptlab.data.prompts import (
@@ -60,10 +61,8 @@ FILL_ID = 0
 DEMONSTRATION_SPLITS = ("validation", "test")
 
 
-def check_incontext_task(spec: TaskSpec, k: int, prompt: str | None = None) -> PromptSpec:
+def check_incontext_task(spec: TaskSpec, prompt: str | None = None) -> PromptSpec:
     """The prompt to evaluate ``spec`` with; a task in-context scoring cannot run is an error saying why."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"regime.k={k!r}: the number of demonstrations must be an integer >= 0")
     kind = spec.task_kind
     if kind.incontext == "perplexity":
         raise ValueError(
@@ -183,24 +182,23 @@ class InContextDataModule(TaskDataModule):
     def __init__(
         self,
         task: Mapping[str, Any],
-        block_size: int,
-        batch_size: int,
-        k: int = 0,
+        block_size: Annotated[int, POSITIVE],
+        batch_size: Annotated[int, POSITIVE],
+        k: Annotated[int, NON_NEGATIVE] = 0,
         fewshot_seed: int = 1234,
         prompt: str | None = None,
-        num_workers: int = 0,
+        num_workers: Annotated[int, NON_NEGATIVE] = 0,
     ) -> None:
+        check_arguments(InContextDataModule.__init__, locals())
         self.k, self._requested_prompt = k, prompt
         super().__init__(task)
-        if min(batch_size, block_size) < 1:
-            raise ValueError(f"batch_size={batch_size} and block_size={block_size} must be positive")
         self.block_size, self.batch_size = block_size, batch_size
         self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
         self.num_train_examples = 0
         self._requests: dict[str, list[Request]] = {}
 
     def check_task(self) -> None:
-        self.prompt = check_incontext_task(self.spec, self.k, self._requested_prompt)
+        self.prompt = check_incontext_task(self.spec, self._requested_prompt)
         self.prompt_name = self.prompt.name
 
     def _read(self) -> tuple[str, dict[str, list[dict[str, Any]]]]:
@@ -232,7 +230,7 @@ class InContextDataModule(TaskDataModule):
         if self._requests:
             return
         source, data = self._read()
-        check_incontext_task(self.spec, self.k, self.prompt.name)  # labels: null is resolved now
+        check_incontext_task(self.spec, self.prompt.name)  # labels: null is resolved now
         spec, prompt, pool = self.spec, self.prompt, data[source]
         for split in dict.fromkeys([source, *self.eval_splits]):
             check_labels(spec, split, data[split])

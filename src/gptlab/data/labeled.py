@@ -42,12 +42,13 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gptlab.bounds import NON_NEGATIVE, POSITIVE, SEED, check_arguments
 from gptlab.data import transforms
 from gptlab.data.contract import TaskDataModule
 from gptlab.data.sources import load_task
@@ -243,19 +244,15 @@ class LabeledDataModule(TaskDataModule):
     def __init__(
         self,
         task: Mapping[str, Any],
-        block_size: int,
-        batch_size: int,
-        seed: int = 1234,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        bucket_size: int = 50,
+        block_size: Annotated[int, POSITIVE],
+        batch_size: Annotated[int, POSITIVE],
+        seed: Annotated[int, SEED] = 1234,
+        eval_batch_size: Annotated[int | None, POSITIVE] = None,
+        num_workers: Annotated[int, NON_NEGATIVE] = 0,
+        bucket_size: Annotated[int, POSITIVE] = 50,
     ) -> None:
+        check_arguments(LabeledDataModule.__init__, locals())
         super().__init__(task)
-        if min(batch_size, bucket_size) < 1 or (eval_batch_size is not None and eval_batch_size < 1):
-            raise ValueError(
-                f"batch_size={batch_size}, eval_batch_size={eval_batch_size} and bucket_size={bucket_size} "
-                "must be positive"
-            )
         self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.bucket_size = num_workers, bucket_size

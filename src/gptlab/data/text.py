@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from gptlab.bounds import NON_NEGATIVE, POSITIVE, SEED, check_arguments
 from gptlab.data.contract import TaskDataModule
 from gptlab.data.token_cache import TokenFile, token_files
 from gptlab.data.tokenize import TOKEN_DTYPE
@@ -125,15 +126,16 @@ class TextDataModule(TaskDataModule):
     def __init__(
         self,
         task: Mapping[str, Any],
-        block_size: int,
-        batch_size: int,
+        block_size: Annotated[int, POSITIVE],
+        batch_size: Annotated[int, POSITIVE],
         cache_dir: str,
-        seed: int = 1234,
-        num_proc: int = 2,
-        num_workers: int = 0,
-        val_windows: int | None = None,
-        start_sample: int = 0,
+        seed: Annotated[int, SEED] = 1234,
+        num_proc: Annotated[int, POSITIVE] = 2,
+        num_workers: Annotated[int, NON_NEGATIVE] = 0,
+        val_windows: Annotated[int | None, POSITIVE] = None,
+        start_sample: Annotated[int, NON_NEGATIVE] = 0,
     ) -> None:
+        check_arguments(TextDataModule.__init__, locals())
         super().__init__(task)
         self.block_size, self.batch_size = block_size, batch_size
         self.cache_dir = Path(cache_dir)

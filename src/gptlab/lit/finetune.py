@@ -8,12 +8,13 @@ contract of ``gptlab.data.labeled``: ``input_ids`` (B, S, T) with S sequences pe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric
 
+from gptlab.bounds import BETAS, FRACTION, NON_NEGATIVE, POSITIVE, check_arguments
 from gptlab.data.contract import TaskDataModule
 from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
@@ -60,25 +61,20 @@ class FinetuneModule(BackboneModule):
         self,
         model: GPT,
         task: Mapping[str, Any],
-        lm_lambda: float = 0.5,
-        lr: float = 6.25e-5,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.002,
-        classifier_dropout: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        lm_lambda: Annotated[float, NON_NEGATIVE] = 0.5,
+        lr: Annotated[float, POSITIVE] = 6.25e-5,
+        weight_decay: Annotated[float, NON_NEGATIVE] = 0.01,
+        warmup_ratio: Annotated[float, FRACTION] = 0.002,
+        classifier_dropout: Annotated[float, FRACTION] = 0.1,
+        betas: Annotated[tuple[float, float], BETAS] = (0.9, 0.999),
+        eps: Annotated[float, POSITIVE] = 1e-8,
     ) -> None:
+        check_arguments(FinetuneModule.__init__, locals())
         super().__init__()
         spec = TaskSpec.from_config(task)
         if spec.task_kind.head is None:
             fine_tuned = [name for name, kind in KINDS.items() if kind.head is not None]
             raise ValueError(f"fine-tuning runs tasks of kind {', '.join(fine_tuned)}; task kind is {spec.kind!r}")
-        if lm_lambda < 0:
-            raise ValueError(f"lm_lambda={lm_lambda} must be >= 0")
-        if lr <= 0:
-            raise ValueError(f"lr={lr} must be positive")
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={warmup_ratio} must be in [0, 1)")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.head: TaskHead | None = None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torchmetrics import MeanMetric
 
+from gptlab.bounds import BETAS, NON_NEGATIVE, POSITIVE, Bound, check_arguments
 from gptlab.lit.base import BackboneModule
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
@@ -29,18 +30,15 @@ class LMModule(BackboneModule):
     def __init__(
         self,
         model: GPT,
-        lr: float = 6e-4,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
+        lr: Annotated[float, POSITIVE] = 6e-4,
+        weight_decay: Annotated[float, NON_NEGATIVE] = 0.1,
+        betas: Annotated[tuple[float, float], BETAS] = (0.9, 0.95),
+        eps: Annotated[float, POSITIVE] = 1e-8,
+        warmup_steps: Annotated[int, NON_NEGATIVE] = 100,
+        min_lr_ratio: Annotated[float, Bound(gt=0, le=1)] = 0.1,
     ) -> None:
+        check_arguments(LMModule.__init__, locals())
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr={lr} must be positive")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay={weight_decay} must be >= 0")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.val_loss = MeanMetric()

@@ -15,7 +15,7 @@ is faster) and the padding rows hold GPT-1's task tokens, so importing GPT-2 nev
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -23,43 +23,41 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gptlab.bounds import POSITIVE as POSITIVE_BOUND
+from gptlab.bounds import Bound, check_fields
 from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
 
 NORMS = ("pre", "post")
 ATTENTIONS = ("dense", "alternating")
 
 
+POSITIVE = POSITIVE_BOUND.metadata
+
+
 @dataclass
 class GPTConfig:
-    """Shape and switches of one backbone. Sizes live in ``conf/model/*.yaml``."""
+    """Shape and switches of one backbone. Sizes live in ``conf/model/*.yaml``; each field's bound
+    (its metadata) is checked here and by the config schema (``gptlab.schema``)."""
 
     name: str = "custom"
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = 50304
-    dropout: float = 0.0
+    n_layer: int = field(default=12, metadata=POSITIVE)
+    n_head: int = field(default=12, metadata=POSITIVE)
+    n_embd: int = field(default=768, metadata=POSITIVE)
+    block_size: int = field(default=1024, metadata=POSITIVE)
+    vocab_size: int = field(default=50304, metadata=POSITIVE)
+    dropout: float = field(default=0.0, metadata=Bound(ge=0, lt=1).metadata)
     bias: bool = True
-    norm: str = "pre"
-    attention: str = "dense"
-    local_window: int = 256
-    layer_norm_eps: float = 1e-5
+    norm: str = field(default="pre", metadata=Bound(choices=NORMS).metadata)
+    attention: str = field(default="dense", metadata=Bound(choices=ATTENTIONS).metadata)
+    local_window: int = field(default=256, metadata=POSITIVE)
+    layer_norm_eps: float = field(default=1e-5, metadata=POSITIVE)
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"GPTConfig.norm={self.norm!r}: valid choices are {NORMS}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"GPTConfig.attention={self.attention!r}: valid choices are {ATTENTIONS}")
+        check_fields(self)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
             )
-        for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "local_window"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"GPTConfig.{key}={getattr(self, key)} must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1)")
 
     @property
     def head_size(self) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.bounds import Bound, check_fields
 from gptlab.tasks.kinds import KINDS, TaskKind, task_kind
 
 # Keys of earlier task YAMLs -> what replaced them (an old key is an error that names its successor).
@@ -91,7 +92,7 @@ class TaskSpec:
     ``task`` against them, with the bounds in their ``metadata``)."""
 
     name: str
-    kind: str = field(metadata={"choices": tuple(KINDS)})
+    kind: str = field(metadata=Bound(choices=tuple(KINDS)).metadata)
     format: str
     data_dir: str | None = None
     # split name -> file name, glob or list of them (relative to data_dir); split names are the task's own
@@ -112,9 +113,9 @@ class TaskSpec:
     prompt: dict[str, Any] | None = None
     # named alternative templates, prompt name -> PromptSpec mapping (regime.prompt=<name>)
     prompts: dict[str, dict[str, Any]] | None = field(default_factory=dict)
-    train_limit: int | None = field(default=None, metadata={"ge": 1})
+    train_limit: int | None = field(default=None, metadata=Bound(ge=1).metadata)
     # lm tasks without a validation split hold out this fraction of their corpus
-    val_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})
+    val_fraction: float = field(default=0.1, metadata=Bound(gt=0, lt=1).metadata)
 
     def __post_init__(self) -> None:
         try:
@@ -129,8 +130,7 @@ class TaskSpec:
         self.files = {split: f for split, f in (self.files or {}).items() if f is not None}
         self.fields = dict(self.fields or {})
         self.options = dict(self.options or {})
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"task {self.name!r}: val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_fields(self)
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)
