@@ -273,9 +273,10 @@ def test_train_limit_is_a_seeded_subset(tmp_path: Path) -> None:
     first = texts(1234)
     assert len(first) == 10 and first == texts(1234) and first != texts(7)
     assert first == sorted(first, key=lambda t: int(t[1:]))  # file order kept
-    for limit in (0, 51):
-        with pytest.raises(DataFormatError, match=f"train_limit={limit}.*has 50 examples"):
-            load_task(tsv_spec(tmp_path, "sentence\tlabel\n" + rows, train_limit=limit))
+    with pytest.raises(DataFormatError, match="train_limit=51.*has 50 examples"):
+        load_task(tsv_spec(tmp_path, "sentence\tlabel\n" + rows, train_limit=51))
+    with pytest.raises(ValueError, match="TaskSpec: train_limit=0: must be >= 1"):  # refused before any read
+        tsv_spec(tmp_path, "sentence\tlabel\n" + rows, train_limit=0)
 
 
 def conll_spec(tmp_path: Path, text: str) -> TaskSpec:

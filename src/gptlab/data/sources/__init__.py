@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.data.sources.base import DataFormatError, Loc, Raw, decode
-from gptlab.data.sources.files import FILE_FORMATS, read_parquet
+from gptlab.data.sources.files import ANY_ANSWER, FILE_FORMATS, read_parquet
 from gptlab.data.sources.hub import read_hub
 from gptlab.data.sources.labels import encode_labels, label_set, needs_label_set, train_subset
 from gptlab.data.sources.records import check_fields
@@ -62,12 +62,8 @@ FORMATS = {
     "demo": "gptlab's built-in demo tasks (gptlab.data.demo_tasks); needs no files",
     "embedded": "Python's own documentation as a corpus (gptlab.data.corpus); needs no files",
 }
-# Formats that read no local files, with the kinds they serve.
-_BUILTIN_KINDS = {
-    "demo": tuple(name for name, kind in KINDS.items() if kind.label is not None),
-    "embedded": ("lm",),
-    "hub": None,
-}
+# Formats that read no local files, with the answer layouts they hold (see files.FileFormat).
+_BUILTIN_ANSWERS = {"demo": ("class", "tags", "choice"), "embedded": (None,), "hub": ANY_ANSWER}
 DEFAULT_SEED = 1234
 
 
@@ -77,11 +73,11 @@ def describe(fmt: str) -> str:
 
 def formats_reading(kind: str) -> list[str]:
     """The formats that can read tasks of ``kind``, in ``FORMATS`` order."""
-    return [fmt for fmt in FORMATS if (_format_kinds(fmt) is None or kind in _format_kinds(fmt))]
+    return [fmt for fmt in FORMATS if KINDS[kind].label in _answers(fmt)]
 
 
-def _format_kinds(fmt: str) -> tuple[str, ...] | None:
-    return FILE_FORMATS[fmt].kinds if fmt in FILE_FORMATS else _BUILTIN_KINDS[fmt]
+def _answers(fmt: str) -> tuple[str | None, ...]:
+    return FILE_FORMATS[fmt].answers if fmt in FILE_FORMATS else _BUILTIN_ANSWERS[fmt]
 
 
 def check_format(spec: TaskSpec) -> None:
@@ -90,8 +86,8 @@ def check_format(spec: TaskSpec) -> None:
         raise DataFormatError(
             f"task {spec.name!r}: unknown format {spec.format!r}; valid formats: {', '.join(FORMATS)}"
         )
-    kinds = _format_kinds(spec.format)
-    if kinds is not None and spec.kind not in kinds:
+    kinds = [name for name, kind in KINDS.items() if kind.label in _answers(spec.format)]
+    if spec.kind not in kinds:
         raise DataFormatError(
             f"task {spec.name!r}: format {spec.format!r} reads kind(s) {', '.join(kinds)}, not {spec.kind!r}"
         )

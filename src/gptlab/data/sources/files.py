@@ -232,13 +232,19 @@ def read_parquet(spec: TaskSpec, path: Path, fields: Mapping[str, Any], options:
     return _add_records(spec, Raw(str(path)), located, fields, options)
 
 
+# The answer layouts (a kind's ``label`` rule, gptlab.tasks.kinds) of record formats: any.
+ANY_ANSWER = ("class", "tags", "choice", None)
+
+
 @dataclass(frozen=True)
 class FileFormat:
-    """A local file format: what it is, the kinds it reads (None: any), its reader and defaults."""
+    """A local file format: what it is, its reader, the answer layouts it holds (which kinds' label
+    rules it can read: a COPA file holds one answer index per example, a corpus none) and its
+    default fields and options."""
 
     description: str
     reader: Reader | None  # None: read by read_parquet (binary)
-    kinds: tuple[str, ...] | None = None
+    answers: tuple[str | None, ...] = ANY_ANSWER
     fields: Mapping[str, Any] | None = None
     options: Mapping[str, Any] | None = None
 
@@ -248,19 +254,19 @@ FILE_FORMATS: dict[str, FileFormat] = {
         "GLUE tab-separated values read with quoting disabled; a header row names the columns unless "
         "options.header is false (then fields are column indices)",
         _read_glue_tsv,
-        ("classification", "entailment", "similarity"),
+        ("class",),
     ),
     "conll": FileFormat(
         "CoNLL columns split on whitespace, one token per line, a blank line between sentences, "
         "-DOCSTART- lines skipped; fields are column indices {tokens: 0, tags: 3}",
         _read_conll,
-        ("ner",),
+        ("tags",),
         {"tokens": 0, "tags": 3},
     ),
     "storycloze_csv": FileFormat(
         "Story Cloze Test CSV: InputSentence1..4, RandomFifthSentenceQuiz1/2, AnswerRightEnding (1 or 2)",
         _read_csv,
-        ("multiple_choice",),
+        ("choice",),
         {
             "context": ["InputSentence1", "InputSentence2", "InputSentence3", "InputSentence4"],
             "choices": ["RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2"],
@@ -271,14 +277,14 @@ FILE_FORMATS: dict[str, FileFormat] = {
     "copa_xml": FileFormat(
         'COPA XML: <item asks-for="cause|effect" most-plausible-alternative="1|2"> with <p>, <a1>, <a2>',
         _read_copa_xml,
-        ("multiple_choice",),
+        ("choice",),
         {"context": "p", "asks_for": "asks-for", "choices": ["a1", "a2"], "label": "most-plausible-alternative"},
         {"label_base": 1},
     ),
     "arc_jsonl": FileFormat(
         "ARC JSON lines: question.stem, question.choices [{text, label}], answerKey",
         _read_jsonl,
-        ("multiple_choice",),
+        ("choice",),
         {
             "context": "question.stem",
             "choices": "question.choices.text",
@@ -289,6 +295,6 @@ FILE_FORMATS: dict[str, FileFormat] = {
     "jsonl": FileFormat("one JSON object per line; fields name its keys (dotted paths reach nested keys)", _read_jsonl),
     "json": FileFormat("a JSON array of objects (or JSON lines); fields name their keys", _read_json),
     "parquet": FileFormat("a Parquet table; fields name its columns", None),
-    "text": FileFormat("one document per file; CRLF/CR line endings become LF", _read_text, ("lm",)),
-    "lines": FileFormat("one document per non-blank line", _read_lines, ("lm",)),
+    "text": FileFormat("one document per file; CRLF/CR line endings become LF", _read_text, (None,)),
+    "lines": FileFormat("one document per non-blank line", _read_lines, (None,)),
 }
