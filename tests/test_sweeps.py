@@ -91,7 +91,8 @@ def test_a_failing_job_is_reported_at_the_end_and_a_rerun_runs_only_unfinished_j
     err = capsys.readouterr().err
     assert "1 job(s) of the sweep" in err
     assert "regime.block_size=1024" in err
-    assert "ValueError: regime.block_size=1024 is larger than the context of model=gpt-nano" in err
+    assert "ConfigError: invalid config:" in err
+    assert "regime.block_size=1024 is larger than the context of model=gpt-nano" in err
     (failure,) = [json.loads(line) for line in (sweep / FAILURES_FILE).read_text().splitlines()]
     assert "regime.block_size=1024" in failure["overrides"]
 
