@@ -413,6 +413,7 @@ def test_unknown_format_lists_the_valid_ones(tmp_path):
         ({"files": {"valid": "a.txt"}}, "unknown split"),
         ({"files": "a.txt"}, "files='a.txt'; it maps each split to a file name, glob or list"),
         ({"val_fraction": 1.0}, "val_fraction"),
+        ({"regression": True}, "kind 'lm' has no real-valued labels \\(kinds that may: classification, similarity\\)"),
         ({"kind": "classification"}, "TextDataModule reads kinds lm"),
         ({"format": "lines", "text_field": "body"}, r"text_field is now fields.text \(task.fields.text=...\)"),
         ({"format": "hub", "hub": {"path": "x", "split_train": "t"}}, "hub.split_train is now hub.splits.train"),

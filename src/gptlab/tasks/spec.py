@@ -131,6 +131,12 @@ class TaskSpec:
         self.fields = dict(self.fields or {})
         self.options = dict(self.options or {})
         check_fields(self)
+        if self.regression and not self.task_kind.regression:
+            may = [name for name, kind in KINDS.items() if kind.regression]
+            raise ValueError(
+                f"task {self.name!r}: regression: true, but kind {self.kind!r} has no real-valued labels "
+                f"(kinds that may: {', '.join(may)})"
+            )
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)

@@ -31,7 +31,8 @@ def check_fields(spec: TaskSpec, fields: Mapping[str, Any]) -> None:
     kind = spec.task_kind
     if missing := [f for f in kind.fields if f not in fields]:
         raise DataFormatError(
-            f"task {spec.name!r}: fields has no {missing}; kind {spec.kind!r} needs {list(kind.fields)}"
+            f"task {spec.name!r}: fields has no {missing}; kind {spec.kind!r} needs {list(kind.fields)} "
+            f"(its examples: {kind.example})"
         )
     if unknown := sorted(set(fields) - set(kind.all_fields)):
         raise DataFormatError(
