@@ -43,7 +43,11 @@ def bench_script(monkeypatch):
     torch.set_num_threads(threads)  # the scripts pin 2 threads
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+# incontext_scoring's quick run scores every ARC-Easy answer with both sides (over a minute):
+# make test-slow runs it, so make test (set-up included) stays within ten minutes.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "incontext_scoring" else n for n in SCRIPTS]
+)
 def test_quick_run_prints_its_ratio(name, bench_script, capsys, monkeypatch, request):
     if name in SHARED_DATA:
         monkeypatch.setenv("GPTLAB_SHARED_DATA", str(request.getfixturevalue("shared_data")))

@@ -29,6 +29,7 @@ def run_app(run_dir: Path, cache: Path, *overrides: str) -> tuple[list[dict], st
     return rows, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # two CLI runs, ~50 s; the fine-tuning equivalence below keeps DDP in make test
 def test_ddp_cpu_pretraining_matches_a_single_process(tmp_path: Path) -> None:
     common = ("trainer.max_steps=4", "regime.global_batch_size=4", "regime.datamodule.val_windows=8")
     single, _ = run_app(tmp_path / "single", tmp_path / "cache", "regime.batch_size=4", *common)
