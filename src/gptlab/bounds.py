@@ -10,6 +10,7 @@ signature or fields (``signature_schema``), so no bound is written twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -75,6 +76,7 @@ def split_annotation(hint: Any) -> tuple[Any, Bound]:
     return hint, NO_BOUND
 
 
+@functools.cache  # a constructor checks its arguments on every call; its annotations never change
 def parameter_bounds(function: Callable[..., Any]) -> dict[str, tuple[Any, Bound, Any]]:
     """Parameter name -> (type, bound, default or ``dataclasses.MISSING``) of ``function``."""
     hints = typing.get_type_hints(function, include_extras=True)

@@ -247,9 +247,10 @@ def _field_names(schema: type) -> list[str]:
 def _check_task(task: Any, source: Any, errors: list[str]) -> None:
     """The task node against ``TaskSpec``'s fields; an old key names its replacement."""
     if isinstance(task, Mapping):
-        for old, new in renamed_keys(task):
+        renamed = renamed_keys(task)
+        for old, new in renamed:
             errors.append(f"task.{old}: replaced by task.{new} (e.g. task.{new}=<value>)")
-        task = {k: v for k, v in task.items() if k not in {old for old, _ in renamed_keys(task)}}
+        task = {k: v for k, v in task.items() if k not in {old for old, _ in renamed}}
     if not check_node(task, TaskSpec, "task", errors, source):
         return
     if not any(e.startswith(("task.kind", "task.format")) for e in errors):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
+
+
+# A label or answer written as an integer (GLUE's 0/1, COPA's 1/2)
+INTEGER = re.compile(r"-?[0-9]+")
 
 
 class DataFormatError(ValueError):

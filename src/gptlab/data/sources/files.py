@@ -19,6 +19,7 @@ from typing import Any
 
 from gptlab.data.sources.base import DataFormatError, Loc, Raw, lines, numbered_lines
 from gptlab.data.sources.records import make_example
+from gptlab.tasks.kinds import LABEL_RULES
 from gptlab.tasks.spec import TaskSpec
 
 Reader = Callable[[TaskSpec, Path, str, Mapping[str, Any], Mapping[str, Any]], Raw]
@@ -233,7 +234,7 @@ def read_parquet(spec: TaskSpec, path: Path, fields: Mapping[str, Any], options:
 
 
 # The answer layouts (a kind's ``label`` rule, gptlab.tasks.kinds) of record formats: any.
-ANY_ANSWER = ("class", "tags", "choice", None)
+ANY_ANSWER = (*LABEL_RULES, None)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from gptlab.data.sources.base import DataFormatError, Loc, Raw
+from gptlab.data.sources.base import INTEGER, DataFormatError, Loc, Raw
 from gptlab.tasks.spec import TaskSpec
-
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def needs_label_set(spec: TaskSpec) -> bool:
@@ -21,7 +18,7 @@ def needs_label_set(spec: TaskSpec) -> bool:
 def label_set(raw: Raw, field: str) -> list[str]:
     """The sorted label names of a split (numerically when all are integers)."""
     names = {str(v) for e in raw.examples for v in (e[field] if isinstance(e[field], list) else [e[field]])}
-    numeric = all(_INTEGER.fullmatch(n) for n in names)
+    numeric = all(INTEGER.fullmatch(n) for n in names)
     return sorted(names, key=int if numeric else None)
 
 

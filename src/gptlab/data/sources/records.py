@@ -10,11 +10,10 @@ one key per item. How the answer is read follows the kind's ``label`` rule (``gp
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from gptlab.data.sources.base import DataFormatError, Loc
+from gptlab.data.sources.base import INTEGER, DataFormatError, Loc
 from gptlab.tasks.kinds import TaskKind
 from gptlab.tasks.spec import TaskSpec
 
@@ -23,7 +22,6 @@ LIST_FIELDS = ("choices", "tokens", "choice_labels")
 # Fields kept as written, whatever their type: the answer (see the label rules) and COPA's asks-for.
 RAW_FIELDS = ("label", "tags", "asks_for")
 COPA_CONNECTIVES = {"cause": "because", "effect": "therefore"}
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def check_fields(spec: TaskSpec, fields: Mapping[str, Any]) -> None:
@@ -153,7 +151,7 @@ def _choice_index(
     text, base = str(raw).strip(), int(options.get("label_base", 0))
     if len(text) == 1 and "A" <= text <= "Z":
         index = ord(text) - ord("A")
-    elif _INTEGER.fullmatch(text):
+    elif INTEGER.fullmatch(text):
         index = int(text) - base
     else:
         raise DataFormatError(f"{loc}: answer {raw!r} is neither a letter nor an integer")
