@@ -34,6 +34,7 @@ EXAMPLE_FIELDS = {
     "similarity": {"text_a", "text_b"},
     "multiple_choice": {"context"},
     "ner": {"tokens"},
+    "generation": {"context"},
 }
 
 

@@ -20,7 +20,7 @@ import gptlab.cli  # noqa: F401  (registers the resolvers the configs use)
 from gptlab.bounds import check_arguments
 from gptlab.cli.train import train
 from gptlab.model.gpt import GPTConfig
-from gptlab.resources import config_dir, group_choices
+from gptlab.resources import group_choices
 from gptlab.node_check import target_schema
 from gptlab.schema import ConfigError, InContextRegimeSchema, ModelSchema, validate_config
 from gptlab.tasks.kinds import KINDS
@@ -64,7 +64,7 @@ def test_every_regime_validates_alone_and_under_debug(regime: str, debug: str | 
 
 @pytest.mark.parametrize("task", group_choices("task"))
 def test_every_task_validates_under_every_regime_nature_that_runs_its_kind(task: str) -> None:
-    node = OmegaConf.load(config_dir() / "task" / f"{task}.yaml")
+    node = compose_with(f"task={task}").task  # composed: a task may start from another (defaults)
     regimes = {"pretrain": "pretrain", "finetune": "finetune", "incontext": "zero_shot"}
     for nature in KINDS[node.kind].regimes:
         if nature == "incontext" and node.get("regression"):

@@ -103,6 +103,7 @@ class InContextRegimeSchema(_RegimeSchema):
     k: int = key(NON_NEGATIVE)
     fewshot_seed: int = key()
     prompt: str | None = key(optional=True)
+    generate: PerplexitySchema | None = key(optional=True)
     perplexity: PerplexitySchema | None = key(optional=True)
 
 
@@ -172,9 +173,16 @@ def is_incontext(cfg: DictConfig) -> bool:
     return cfg.regime.nature == "incontext"
 
 
-def scored_by_perplexity(cfg: DictConfig) -> bool:
-    """An in-context run at k = 0 of a kind scored by perplexity (``lm``): the regime's ``perplexity``."""
-    return is_incontext(cfg) and task_kind(cfg.task.kind).incontext == "perplexity" and cfg.regime.k == 0
+def scorer_node(cfg: DictConfig) -> str | None:
+    """The regime node that builds an in-context run whose kind is not scored by choice: the
+    kind's scorer (``generate``, or ``perplexity`` at k = 0); None for the regime's own
+    ``datamodule``/``module`` (choice tasks, and runs that are no in-context evaluation)."""
+    if not is_incontext(cfg):
+        return None
+    scorer = task_kind(cfg.task.kind).incontext
+    if scorer == "generate" or (scorer == "perplexity" and cfg.regime.k == 0):
+        return scorer
+    return None
 
 
 def check_across_nodes(cfg: DictConfig) -> list[str]:
@@ -184,11 +192,16 @@ def check_across_nodes(cfg: DictConfig) -> list[str]:
     says, and can score the task with its prompt."""
     regime, task, model = cfg.regime, cfg.task, cfg.model
     errors: list[str] = []
-    datamodule = get_object(regime.datamodule._target_)
-    # (a run scored by perplexity builds the regime's perplexity DataModule, of another nature)
-    if getattr(datamodule, "NATURE", regime.nature) != regime.nature and not scored_by_perplexity(cfg):
+    node = scorer_node(cfg)
+    built = regime.get(node) if node else regime  # the node whose DataModule the run builds
+    if node and built is None:
+        errors.append(f"regime.{node}: missing, but task={task.name} (kind {task.kind!r}) is built from it")
+        return errors
+    where = f"regime.{node}.datamodule" if node else "regime.datamodule"
+    datamodule = get_object(built.datamodule._target_)
+    if getattr(datamodule, "NATURE", regime.nature) != regime.nature:
         errors.append(
-            f"regime.datamodule._target_={regime.datamodule._target_}: a DataModule for {datamodule.NATURE} "
+            f"{where}._target_={built.datamodule._target_}: a DataModule for {datamodule.NATURE} "
             f"regimes, but regime.nature={regime.nature}"
         )
     if is_incontext(cfg):  # first: it says why a kind is not scored in context
@@ -220,7 +233,7 @@ def _incontext_problems(cfg: DictConfig) -> list[str]:
             f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
             "is (model.init_from) and never train"
         ]
-    if scored_by_perplexity(cfg):
+    if task_kind(cfg.task.kind).incontext == "perplexity" and regime.k == 0:
         return []
     from gptlab.data.incontext import check_incontext_task  # the scorer's own rules
 

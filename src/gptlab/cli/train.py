@@ -20,9 +20,11 @@ from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_ru
 from gptlab.data.contract import TaskDataModule
 from gptlab.lit.checkpoint_io import newest_valid_checkpoint
 from gptlab.model.checkpoint import verify_checkpoint_archive
+from gptlab.lit.predictions import PredictionLog
+from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
-from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scored_by_perplexity, validate_config
+from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scorer_node, validate_config
 
 log = logging.getLogger("gptlab")
 
@@ -58,11 +60,12 @@ def split_global_batch(global_batch: int, max_micro_batch: int, world: int) -> t
     return share // accumulate, accumulate
 
 
-def perplexity_config(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` with the regime's ``perplexity`` DataModule and module: zero-shot on an lm task."""
+def scorer_config(cfg: DictConfig, node: str) -> DictConfig:
+    """A copy of ``cfg`` whose DataModule and module are those of the regime's ``node`` (``generate``,
+    ``perplexity``): the in-context scorer of the task's kind."""
     cfg = copy.deepcopy(cfg)
-    cfg.regime.datamodule = cfg.regime.perplexity.datamodule
-    cfg.regime.module = cfg.regime.perplexity.module
+    cfg.regime.datamodule = cfg.regime[node].datamodule
+    cfg.regime.module = cfg.regime[node].module
     return cfg
 
 
@@ -116,13 +119,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    if scored_by_perplexity(cfg):
+    if node := scorer_node(cfg):
         log.info(
-            "task=%s is a language-modelling task: regime=%s reports its perplexity on the validation "
-            "split (val/loss, val/ppl) instead of scoring answers",
-            cfg.task.name, cfg.regime.name,
+            "task=%s (kind %s) is scored by %s: regime=%s builds regime.%s's DataModule and module",
+            cfg.task.name, cfg.task.kind, node, cfg.regime.name, node,
         )
-        cfg = perplexity_config(cfg)
+        cfg = scorer_config(cfg, node)
     datamodule, module, trainer = build_all(cfg)
     log_resolved_config(trainer.loggers, cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
@@ -138,6 +140,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         rows = result_rows(cfg, metrics, datamodule, trainer)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)
+        if is_incontext(cfg) and isinstance(getattr(module, "predictions", None), PredictionLog):
+            run = {"task": cfg.task.name, "regime": cfg.regime.name, "model": cfg.model.name,
+                   "k": cfg.regime.k, "fewshot_seed": cfg.regime.fewshot_seed, "prompt": datamodule.prompt_name}
+            log.info("per-example output: %s", write_predictions(output_dir, run, module.predictions.records))
         log_results_table(trainer.loggers, rows)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         print(f"[gptlab] {cfg.task.name} / {cfg.regime.name} / {cfg.model.name}: {summary}")

@@ -19,6 +19,8 @@ key                    tensor        meaning
 ``num_choices``        long (B,)     answers of each example
 ``choice_chars``       float (N,)    characters of each answer (``acc_norm``)
 ``labels``             long (B,)     index of the right answer
+``index``              long (B,)     each example's position in its split
+``answers``            list (B,)     each example's answers as text (per-example output)
 =====================  ============  ==========================================================
 
 **Order.** Each eval split runs longest context first (little padding, an out-of-memory batch
@@ -78,11 +80,11 @@ def check_incontext_task(spec: TaskSpec, prompt: str | None = None) -> PromptSpe
             "of a set of answers; evaluate it with regime=finetune"
         )
     chosen = spec.prompt_spec(prompt)
-    # The answers are the example's own (multiple choice), or one verbalizer per class label.
-    own_answers = kind.label == "choice"
+    # The answers are the example's own (multiple choice, generation), or one verbalizer per label.
+    own_answers = kind.label in ("choice", "text")
     if own_answers and chosen.choices is not None:
         raise ValueError(
-            f"task {spec.name!r}, prompt {chosen.name!r}: a multiple-choice task scores each example's "
+            f"task {spec.name!r}, prompt {chosen.name!r}: a {spec.kind} task scores each example's "
             f"own answers, so its prompt's choices must be null (got {chosen.choices})"
         )
     if not own_answers:
@@ -104,11 +106,12 @@ def _has_split(spec: TaskSpec, split: str) -> bool:
     return spec.format in ("hub", "demo") or split in spec.files
 
 
-def demonstration_split(spec: TaskSpec) -> str:
-    """The split demonstrations are drawn from: training, else validation, else test (lm-eval)."""
+def demonstration_split(spec: TaskSpec, k: int = 1) -> str:
+    """The split demonstrations are drawn from: training, else validation, else test (lm-eval).
+    The fallback is logged as a warning when demonstrations are drawn (``k > 0``)."""
     for split in dict.fromkeys((spec.train_split, *DEMONSTRATION_SPLITS)):
         if _has_split(spec, split):
-            if split != spec.train_split:
+            if split != spec.train_split and k > 0:
                 log.warning(
                     "task %s has no %r split: demonstrations come from its %r split instead",
                     spec.name, spec.train_split, split,
@@ -162,6 +165,8 @@ def collate(requests: Sequence[Request]) -> dict[str, torch.Tensor]:
         "num_choices": torch.tensor([len(r.continuations) for r in requests]),
         "choice_chars": torch.tensor([n for r in requests for n in r.choice_chars], dtype=torch.float),
         "labels": torch.tensor([r.label for r in requests]),
+        "index": torch.tensor([r.index for r in requests]),
+        "answers": [r.answers for r in requests],
     }
 
 
@@ -191,15 +196,24 @@ class InContextDataModule(TaskDataModule):
     ) -> None:
         check_arguments(InContextDataModule.__init__, locals())
         self.k, self._requested_prompt = k, prompt
-        super().__init__(task)
         self.block_size, self.batch_size = block_size, batch_size
+        super().__init__(task)  # checks the task (check_task), which may read the settings above
         self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
         self.num_train_examples = 0
         self._requests: dict[str, list[Request]] = {}
 
+    # the kinds' in-context scorer (gptlab.tasks.kinds) this DataModule serves
+    SCORER = "choice"
+
     def check_task(self) -> None:
         self.prompt = check_incontext_task(self.spec, self._requested_prompt)
         self.prompt_name = self.prompt.name
+        scorer = self.spec.task_kind.incontext
+        if scorer != self.SCORER:
+            raise ValueError(
+                f"task {self.spec.name!r} (kind {self.spec.kind!r}) is scored by {scorer!r}, which the "
+                f"regime's `{scorer}` node builds; {type(self).__name__} scores {self.SCORER!r} tasks"
+            )
 
     def _read(self) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         """The demonstration split's name and split -> normalised examples (labels resolved in spec)."""
@@ -210,7 +224,7 @@ class InContextDataModule(TaskDataModule):
                 "the full training split, as lm-evaluation-harness draws them",
                 spec.name, spec.train_limit,
             )
-        source = demonstration_split(spec)
+        source = demonstration_split(spec, self.k)
         if source == spec.train_split:
             everything = dataclasses.replace(spec, train_limit=None)
             spec, data = load_task(everything, skipped_lines=self.skipped_lines)
@@ -247,13 +261,7 @@ class InContextDataModule(TaskDataModule):
             examples = data[split]
             contexts = fewshot_contexts(prompt, examples, pool, self.k, self.fewshot_seed, split == source)
             try:
-                requests[split] = encode_requests(
-                    contexts,
-                    [answer_choices(prompt, ex) for ex in examples],
-                    [ex["label"] for ex in examples],
-                    prompt.target_delimiter,
-                    self.block_size,
-                )
+                requests[split] = self.encode(examples, contexts)
             except ValueError as err:
                 raise ValueError(f"task {spec.name!r}, {split} {err}") from None
             self.truncated[split] = sum(r.truncated for r in requests[split])
@@ -266,6 +274,16 @@ class InContextDataModule(TaskDataModule):
             )
         self.num_train_examples = len(pool) if self.k > 0 else 0
         self._requests = requests
+
+    def encode(self, examples: list[dict[str, Any]], contexts: list[str]) -> list[Any]:
+        """The requests of one eval split (its examples and their contexts): what its loader serves."""
+        return encode_requests(
+            contexts,
+            [answer_choices(self.prompt, ex) for ex in examples],
+            [ex["label"] for ex in examples],
+            self.prompt.target_delimiter,
+            self.block_size,
+        )
 
     def requests(self, split: str) -> list[Request]:
         """The tokenized examples of eval split ``split``, in split order."""

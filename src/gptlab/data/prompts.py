@@ -77,7 +77,10 @@ def answer_choices(prompt: PromptSpec, example: Example) -> list[str]:
 
 
 def gold_answer(prompt: PromptSpec, example: Example) -> str:
-    """The right answer of a labelled example, as a demonstration shows it."""
+    """The right answer of an example, as a demonstration shows it: a generation example's first
+    target (lm-eval shows the first of a list of targets), else its labelled answer."""
+    if "targets" in example:
+        return prompt.choice_prefix + example["targets"][0]
     return answer_choices(prompt, example)[example["label"]]
 
 
@@ -130,6 +133,8 @@ class Request:
     choice_chars: list[int]  # characters of each answer as doc_to_choice gives it (acc_norm)
     label: int
     truncated: bool  # the context lost tokens on the left to fit block_size
+    index: int = 0  # the example's position in its split
+    answers: list[str] | None = None  # the answers as doc_to_choice gives them (per-example output)
 
 
 def encode_requests(
@@ -174,6 +179,8 @@ def encode_requests(
                 choice_chars=[len(choice) for choice in answers],
                 label=int(label),
                 truncated=len(context) > room,
+                index=i,
+                answers=list(answers),
             )
         )
     return requests

@@ -84,14 +84,26 @@ def _split_tokens(spec: TaskSpec, splits: dict[str, Documents], num_proc: int) -
         }
     if len(train) == 1:
         tokens = tokenize_documents(train, num_proc)
-        cut = len(tokens) - math.ceil(spec.val_fraction * len(tokens))
+        cut = single_document_cut(spec, len(tokens))
         return {"train": tokens[:cut], "val": tokens[cut:]}
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(train))
-    n_val = min(math.ceil(spec.val_fraction * len(train)), len(train) - 1)
+    kept, held = held_out_documents(spec, len(train))
     return {
-        "train": tokenize_documents(_subset(train, np.sort(order[:-n_val])), num_proc),
-        "val": tokenize_documents(_subset(train, np.sort(order[-n_val:])), num_proc),
+        "train": tokenize_documents(_subset(train, kept), num_proc),
+        "val": tokenize_documents(_subset(train, held), num_proc),
     }
+
+
+def held_out_documents(spec: TaskSpec, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices, each sorted, of a corpus of ``n_docs`` > 1 documents without a
+    validation split: ``val_fraction`` of them after a shuffle with ``SPLIT_SEED``."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(n_docs)
+    n_val = min(math.ceil(spec.val_fraction * n_docs), n_docs - 1)
+    return np.sort(order[:-n_val]), np.sort(order[-n_val:])
+
+
+def single_document_cut(spec: TaskSpec, n_tokens: int) -> int:
+    """Where a one-document corpus's ``n_tokens`` tokens are cut: the last ``val_fraction`` are held out."""
+    return n_tokens - math.ceil(spec.val_fraction * n_tokens)
 
 
 

@@ -5,7 +5,8 @@ lm-evaluation-harness scores ``loglikelihood`` requests: ``acc`` picks the answe
 sum, ``acc_norm`` the highest sum per character of the answer. The ``acc`` picks also feed the
 task's own metrics, so a run logs the same names as fine-tuning (``val/acc``, ``val/f1``,
 ``val/mcc``; ``val/<split>/<metric>`` with several eval splits) plus ``val/acc_norm`` and
-``val/n_truncated`` (examples whose context was cut to fit the model's window).
+``val/n_truncated`` (examples whose context was cut to fit the model's window). Each example's
+chosen answer goes to ``predictions`` (``PredictionLog``, written to ``predictions.jsonl``).
 
 **Prefix sharing.** An example's context (demonstrations + question) runs through the backbone
 once; every answer continues from a copy of its key/value cache. Log-probabilities are taken over
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
+from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
 from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
@@ -33,9 +35,11 @@ Batch = Mapping[str, torch.Tensor]
 LOGIT_CHUNK = 2048
 
 
-def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32."""
+def token_scores(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target | state), whether target is the state's argmax) for hidden states (M, C) and
+    their next tokens (M,); log-probabilities in fp32."""
     out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    greedy = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device)
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
@@ -43,11 +47,19 @@ def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> t
             end = start + LOGIT_CHUNK
             logits = F.linear(hidden[start:end].float(), weight)
             out[start:end] = logits.log_softmax(-1).gather(1, targets[start:end, None]).squeeze(1)
-    return out
+            greedy[start:end] = logits.argmax(-1) == targets[start:end]
+    return out, greedy
 
 
-def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
-    """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract)."""
+def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32."""
+    return token_scores(model, hidden, targets)[0]
+
+
+def continuation_scores(model: GPT, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract),
+    and whether each answer is the greedy continuation (every token the argmax: lm-eval's
+    ``is_greedy``)."""
     prefix, prefix_mask = batch["prefix_ids"], batch["prefix_mask"]
     answers, answer_mask = batch["continuation_ids"], batch["continuation_mask"]
     repeats = batch["num_choices"]
@@ -73,9 +85,16 @@ def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
         mask = None if bool(step_mask.all()) else step_mask
         states.append(model.hidden_states(steps, mask, step_positions, cache))
     keep = answer_mask.bool()
-    logprobs = token_logprobs(model, torch.cat(states, 1)[keep], answers[keep])
+    logprobs, greedy = token_scores(model, torch.cat(states, 1)[keep], answers[keep])
     rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
-    return torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
+    loglik = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
+    misses = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, (~greedy).float())
+    return loglik, misses == 0
+
+
+def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
+    """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract)."""
+    return continuation_scores(model, batch)[0]
 
 
 def per_example(values: torch.Tensor, num_choices: torch.Tensor) -> torch.Tensor:
@@ -103,6 +122,7 @@ class InContextModule(pl.LightningModule):
         self.truncated: dict[str, int] = {}
         self.val_metrics = nn.ModuleList()
         self.val_acc_norm = nn.ModuleList()
+        self.predictions = PredictionLog()
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -130,11 +150,25 @@ class InContextModule(pl.LightningModule):
         normed = loglik / batch["choice_chars"]
         return per_example(loglik, batch["num_choices"]), per_example(normed, batch["num_choices"])
 
+    def on_validation_epoch_start(self) -> None:
+        self.predictions.reset(self.eval_splits)
+
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         loglik, normed = self(batch)
-        labels = batch["labels"]
-        self.val_metrics[dataloader_idx].update(loglik.argmax(1), labels)
-        self.val_acc_norm[dataloader_idx].update(normed.argmax(1), labels)
+        labels, picks, picks_norm = batch["labels"], loglik.argmax(1), normed.argmax(1)
+        self.val_metrics[dataloader_idx].update(picks, labels)
+        self.val_acc_norm[dataloader_idx].update(picks_norm, labels)
+        self.predictions.add(
+            self.eval_splits[dataloader_idx],
+            [
+                {"index": index, "chosen": answers[pick], "chosen_norm": answers[pick_norm],
+                 "gold": answers[label], "correct": pick == label, "loglikelihoods": scores[: len(answers)]}
+                for index, answers, pick, pick_norm, label, scores in zip(
+                    batch["index"].tolist(), batch["answers"], picks.tolist(), picks_norm.tolist(),
+                    labels.tolist(), loglik.tolist(),
+                )
+            ],
+        )
 
     def on_validation_epoch_end(self) -> None:
         logs = {}
@@ -145,4 +179,5 @@ class InContextModule(pl.LightningModule):
             logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))
             self.val_metrics[i].reset()
             self.val_acc_norm[i].reset()
+        self.predictions.gather()
         self.log_dict(logs, prog_bar=True)

@@ -103,6 +103,13 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (in that order), in place: finished rows leave a decode."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask.index_select(0, rows)
+
     def repeat_interleave(self, repeats: torch.Tensor | int) -> KVCache:
         """A new cache whose row i is repeated ``repeats[i]`` times (one prefix, many continuations)."""
         out = KVCache(len(self.keys))

@@ -10,15 +10,19 @@ entry               meaning, and where the named shape is implemented
 ``fields``          normalised fields every example has (``gptlab.data.sources`` fills them)
 ``label``           how the example's answer is written: ``class`` (a label name or index, a
                     float for regression tasks), ``tags`` (one label name per word),
-                    ``choice`` (an index into the example's own ``choices``), or None
+                    ``choice`` (an index into the example's own ``choices``), ``text`` (a
+                    target string and its accepted ``aliases``), or None
 ``transform``       GPT-1 input transformation (``gptlab.data.transforms.TRANSFORMS``)
 ``head``            head shape and loss (``gptlab.model.heads.HEAD_SHAPES``)
 ``metrics``         metric family, which names ``task.metrics`` may hold
                     (``gptlab.tasks.metrics.METRIC_FAMILIES``)
 ``chance``          chance-level rule (``gptlab.tasks.chance.CHANCE_RULES``), or None
 ``incontext``       how it is scored in context: ``choice`` (rank answer continuations,
-                    ``gptlab.data.incontext``), ``perplexity`` (zero-shot validation loss,
-                    ``gptlab.data.text``), or None (``not_incontext`` says why)
+                    ``gptlab.data.incontext``), ``generate`` (greedy generation and the
+                    target's likelihood, ``gptlab.data.generative``), ``perplexity`` (rolling
+                    log-likelihood of the documents, ``gptlab.data.rolling``), or None
+                    (``not_incontext`` says why). A scorer other than ``choice`` is built from
+                    the regime node of its name (``regime.generate``, ``regime.perplexity``)
 ``regimes``         which regime natures run it (``REGIME_NATURES``; a regime YAML declares
                     its ``nature``)
 ==================  ========================================================================
@@ -33,8 +37,8 @@ from dataclasses import dataclass
 
 # What a regime does with a task: pre-train on it, fine-tune a head on it, or evaluate in context.
 REGIME_NATURES = ("pretrain", "finetune", "incontext")
-LABEL_RULES = ("class", "tags", "choice")
-INCONTEXT_SCORERS = ("choice", "perplexity")
+LABEL_RULES = ("class", "tags", "choice", "text")
+INCONTEXT_SCORERS = ("choice", "generate", "perplexity")
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,8 @@ class TaskKind:
 
     @property
     def label_field(self) -> str | None:
-        """The field that holds the answer: ``tags`` (one per word) or ``label``."""
-        return None if self.label is None else "tags" if self.label == "tags" else "label"
+        """The field that holds the answer: ``tags`` (one per word), ``target`` or ``label``."""
+        return {None: None, "tags": "tags", "text": "target"}.get(self.label, "label")
 
     @property
     def has_class_labels(self) -> bool:
@@ -136,6 +140,16 @@ _KINDS = (
         chance="uniform_choice",
         incontext="choice",
         regimes=("finetune", "incontext"),
+    ),
+    TaskKind(
+        name="generation",
+        example='{"context": str, "target": str, "aliases": list[str]}; targets = [target, *aliases]',
+        fields=("context", "target"),
+        optional_fields=("aliases",),
+        label="text",
+        metrics="generation",
+        incontext="generate",
+        regimes=("incontext",),
     ),
     TaskKind(
         name="ner",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassMatthewsCorrCoef
 from torchmetrics.metric import Metric
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
@@ -145,6 +145,16 @@ def _labels(spec: TaskSpec) -> list[str]:
     return list(spec.labels)
 
 
+class TargetPerplexity(MeanMetric):
+    """``exp(-mean log-likelihood)`` of the targets: lm-evaluation-harness's ``perplexity``
+    aggregation (LAMBADA). ``update`` takes each target's summed log-likelihood."""
+
+    higher_is_better = False
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(-super().compute())
+
+
 MetricFactory = Callable[[TaskSpec], Metric]
 
 CLASS_METRICS: dict[str, MetricFactory] = {
@@ -157,12 +167,26 @@ CLASS_METRICS: dict[str, MetricFactory] = {
 ENTITY_METRICS: dict[str, MetricFactory] = {
     score: (lambda spec, score=score: EntityScore(_labels(spec), score)) for score in EntityScore.SCORES
 }
+# Generation tasks: scores of the greedy generation (``gptlab.tasks.answers``), or of the target's
+# likelihood (lm-eval's loglikelihood output: ``acc`` = every target token is the greedy argmax).
+# Each is updated with one value per example.
+GENERATED_METRICS = ("exact_match", "f1")
+LIKELIHOOD_METRICS = ("acc", "perplexity")
+# (float64 states: lm-eval averages Python floats, and LAMBADA's perplexity sums 5153 log-likelihoods)
+GENERATION_METRICS: dict[str, MetricFactory] = {
+    "exact_match": lambda spec: MeanMetric().set_dtype(torch.float64),
+    "f1": lambda spec: MeanMetric().set_dtype(torch.float64),
+    "acc": lambda spec: MeanMetric().set_dtype(torch.float64),
+    "perplexity": lambda spec: TargetPerplexity().set_dtype(torch.float64),
+}
 # A kind's ``metrics`` entry (gptlab.tasks.kinds) names its family: metric name -> factory. The
-# language-modelling family's loss and perplexity are logged by gptlab.lit.lm, not built here.
+# language-modelling family's metrics are logged by gptlab.lit.lm (pre-training) and
+# gptlab.lit.rolling (zero-shot rolling perplexity), not built here.
 METRIC_FAMILIES: dict[str, dict[str, MetricFactory | None]] = {
     "class": CLASS_METRICS,
     "entity": ENTITY_METRICS,
-    "lm": {"loss": None, "ppl": None},
+    "generation": GENERATION_METRICS,
+    "lm": dict.fromkeys(("loss", "ppl", "word_perplexity", "byte_perplexity", "bits_per_byte")),
 }
 
 

@@ -12,6 +12,10 @@ a ``PromptSpec``. ``template`` is a ``str.format`` string over the normalised ex
 where a field may name a filter after a colon (``PROMPT_FILTERS``: ``{text:strip}``,
 ``{text_b:sentence}``). ``choices`` are the verbalizers of the class labels, in label order, or
 null for multiple choice (each example's own answers).
+
+**Generation** (kind ``generation``). ``generation`` holds the decoding and answer-matching
+settings of a ``GenerationSpec``: stop strings (``until``), ``max_gen_toks`` and the
+normalisation applied before generations are compared with the targets.
 """
 
 from __future__ import annotations
@@ -86,6 +90,55 @@ class PromptSpec:
         return prompt
 
 
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How a generation task decodes and matches its answers (the task YAML's ``generation``).
+
+    Decoding is greedy, as lm-evaluation-harness's ``generate_until``: at most ``max_gen_toks``
+    tokens, cut before the first of the stop strings ``until`` (``<|endoftext|>`` always stops).
+    A generation is stripped of surrounding whitespace (lm-eval's ``remove_whitespace`` filter),
+    then it and each target are normalised: ``regexes_to_ignore`` removed, lower-cased
+    (``ignore_case``), punctuation removed (``ignore_punctuation``), digits removed
+    (``ignore_numbers``), these in lm-eval's ``exact_match`` order; then the articles a/an/the
+    dropped (``ignore_articles``) and runs of whitespace made one space (``collapse_whitespace``),
+    as SQuAD's and TriviaQA's official scripts do. The defaults are those scripts' rules.
+    ``first_word`` keeps only the first word generated, ending the generation at its end (GPT-2's
+    LAMBADA protocol, where the answer is one word).
+    """
+
+    until: tuple[str, ...] = ()
+    max_gen_toks: int = field(default=256, metadata=Bound(ge=1).metadata)
+    first_word: bool = False
+    ignore_case: bool = True
+    ignore_punctuation: bool = True
+    ignore_numbers: bool = False
+    ignore_articles: bool = True
+    collapse_whitespace: bool = True
+    regexes_to_ignore: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, task: str, values: Mapping[str, Any] | None) -> GenerationSpec:
+        """Build from ``task.generation``; a bad key or value is an error naming ``task.generation.<key>``."""
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]
+        if unknown := sorted(set(values) - set(known)):
+            raise ValueError(f"task {task!r}: unknown key(s) task.generation.{unknown}; valid keys: {known}")
+        for key in ("until", "regexes_to_ignore"):
+            found = values.get(key, ())
+            if isinstance(found, str) or not all(isinstance(v, str) and v for v in found):
+                raise ValueError(
+                    f"task {task!r}: task.generation.{key}={found!r} must be a list of non-empty strings"
+                )
+            values[key] = tuple(found)
+        gen_toks = values.get("max_gen_toks", 256)
+        if isinstance(gen_toks, bool) or not isinstance(gen_toks, int) or gen_toks < 1:
+            raise ValueError(f"task {task!r}: task.generation.max_gen_toks={gen_toks!r} must be an integer >= 1")
+        for key in [f.name for f in fields(cls) if f.type == "bool"]:
+            if not isinstance(values.get(key, True), bool):
+                raise ValueError(f"task {task!r}: task.generation.{key}={values[key]!r} must be true or false")
+        return cls(**values)
+
+
 @dataclass
 class TaskSpec:
     """The fields below are also the task node's config schema (``gptlab.schema`` checks a composed
@@ -113,6 +166,8 @@ class TaskSpec:
     prompt: dict[str, Any] | None = None
     # named alternative templates, prompt name -> PromptSpec mapping (regime.prompt=<name>)
     prompts: dict[str, dict[str, Any]] | None = field(default_factory=dict)
+    # kind generation: decoding and answer matching (a GenerationSpec mapping; see the module doc)
+    generation: dict[str, Any] | None = None
     train_limit: int | None = field(default=None, metadata=Bound(ge=1).metadata)
     # lm tasks without a validation split hold out this fraction of their corpus
     val_fraction: float = field(default=0.1, metadata=Bound(gt=0, lt=1).metadata)
@@ -137,6 +192,9 @@ class TaskSpec:
                 f"task {self.name!r}: regression: true, but kind {self.kind!r} has no real-valued labels "
                 f"(kinds that may: {', '.join(may)})"
             )
+        if self.generation is not None and self.kind != "generation":
+            raise ValueError(f"task {self.name!r}: generation settings are for kind 'generation', not {self.kind!r}")
+        GenerationSpec.from_mapping(self.name, self.generation)  # a bad setting fails when the task is read
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)
@@ -161,6 +219,11 @@ class TaskSpec:
     def task_kind(self) -> TaskKind:
         """The record of this task's kind (``gptlab.tasks.kinds``)."""
         return task_kind(self.kind)
+
+    @property
+    def generation_spec(self) -> GenerationSpec:
+        """Decoding and answer matching of a generation task (defaults where ``generation`` is null)."""
+        return GenerationSpec.from_mapping(self.name, self.generation)
 
     @property
     def fields_or_defaults(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from gptlab.data.sources.files import ANY_ANSWER, FILE_FORMATS, read_parquet
 from gptlab.data.sources.hub import read_hub
 from gptlab.data.sources.labels import encode_labels, label_set, needs_label_set, train_subset
 from gptlab.data.sources.records import check_fields
-from gptlab.tasks.kinds import KINDS, LABEL_RULES
+from gptlab.tasks.kinds import KINDS
 from gptlab.tasks.spec import TaskSpec
 
 __all__ = ["DataFormatError", "FORMATS", "load_split", "load_task", "read_split", "split_paths"]
@@ -63,7 +63,7 @@ FORMATS = {
     "embedded": "Python's own documentation as a corpus (gptlab.data.corpus); needs no files",
 }
 # Formats that read no local files, with the answer layouts they hold (see files.FileFormat).
-_BUILTIN_ANSWERS = {"demo": LABEL_RULES, "embedded": (None,), "hub": ANY_ANSWER}
+_BUILTIN_ANSWERS = {"demo": ("class", "tags", "choice"), "embedded": (None,), "hub": ANY_ANSWER}
 DEFAULT_SEED = 1234
 
 

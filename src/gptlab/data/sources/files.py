@@ -194,6 +194,23 @@ def _read_jsonl(
     return _add_records(spec, raw, records, fields, options)
 
 
+def _read_last_word_jsonl(
+    spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
+) -> Raw:
+    # lm-evaluation-harness's lambada_openai: the words are split on single spaces, the last is
+    # the target and the others, joined by spaces, the context.
+    raw = Raw(str(path))
+    records = []
+    for n, line in numbered_lines(text, raw, whitespace_is_blank=True):
+        loc, record = Loc(str(path), "line", n), _json(path, line, n)
+        passage = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(passage, str):
+            raise DataFormatError(f"{loc}: expected an object with a string \"text\", got {line[:80]!r}")
+        *words, last = passage.split(" ")
+        records.append((loc, {"context": " ".join(words), "target": last}))
+    return _add_records(spec, raw, records, fields, options)
+
+
 def _read_json(
     spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
 ) -> Raw:
@@ -292,6 +309,13 @@ FILE_FORMATS: dict[str, FileFormat] = {
             "choice_labels": "question.choices.label",
             "label": "answerKey",
         },
+    ),
+    "last_word_jsonl": FileFormat(
+        'JSON lines {"text": passage}: the target is the last word (after the last space), the context '
+        "the words before it (OpenAI's LAMBADA, as lm-evaluation-harness's lambada_openai reads it)",
+        _read_last_word_jsonl,
+        ("text",),
+        {"context": "context", "target": "target"},
     ),
     "jsonl": FileFormat("one JSON object per line; fields name its keys (dotted paths reach nested keys)", _read_jsonl),
     "json": FileFormat("a JSON array of objects (or JSON lines); fields name their keys", _read_json),

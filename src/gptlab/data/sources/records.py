@@ -18,7 +18,7 @@ from gptlab.tasks.kinds import TaskKind
 from gptlab.tasks.spec import TaskSpec
 
 # Fields that hold a list of strings; every other field but the label/tags is one string.
-LIST_FIELDS = ("choices", "tokens", "choice_labels")
+LIST_FIELDS = ("choices", "tokens", "choice_labels", "aliases")
 # Fields kept as written, whatever their type: the answer (see the label rules) and COPA's asks-for.
 RAW_FIELDS = ("label", "tags", "asks_for")
 COPA_CONNECTIVES = {"cause": "because", "effect": "therefore"}
@@ -117,7 +117,16 @@ def _choice(spec: TaskSpec, kind: TaskKind, example: dict[str, Any], options: Ma
     example["label"] = _choice_index(example["label"], example["choices"], choice_labels, options, loc)
 
 
-_LABEL_RULES = {"class": _class_label, "tags": _tags, "choice": _choice}
+def _text(spec: TaskSpec, kind: TaskKind, example: dict[str, Any], options: Mapping[str, Any], loc: Loc) -> None:
+    """A generation target: ``targets`` = the target, then its aliases (deduplicated, in order)."""
+    answers = [example["target"], *example.pop("aliases", [])]
+    if empty := [i for i, answer in enumerate(answers) if not answer.strip()]:
+        which = "target" if empty[0] == 0 else f"alias {empty[0]}"
+        raise DataFormatError(f"{loc}: the {which} is empty; a generation example needs non-empty targets")
+    example["targets"] = list(dict.fromkeys(answers))
+
+
+_LABEL_RULES = {"class": _class_label, "tags": _tags, "choice": _choice, "text": _text}
 
 
 def _float(found: Any, loc: Loc) -> float:

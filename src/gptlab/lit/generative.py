@@ -1,0 +1,108 @@
+"""In-context evaluation of generation tasks (GPT-2/GPT-3's LAMBADA, TriviaQA) as a LightningModule.
+
+Two scorers, as lm-evaluation-harness has them, chosen by the task's metrics:
+
+* ``exact_match``, ``f1`` (``generate_until``): the model continues each prompt greedily
+  (``gptlab.model.greedy``), the generation is cut before the first stop string
+  (``task.generation``) and compared with every target after normalisation (``gptlab.tasks.answers``);
+* ``acc``, ``perplexity`` (``loglikelihood``): the first target is scored as a continuation of the
+  context: ``acc`` when every one of its tokens is the greedy argmax, ``perplexity`` the
+  exponential of its mean negative log-likelihood over the examples.
+
+Metrics are logged as ``val/<metric>`` (``val/<split>/<metric>`` with several eval splits), with
+``val/n_truncated``; each example's generation and scores go to ``predictions`` (``PredictionLog``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+
+from gptlab.data.tokenizer import get_tokenizer
+from gptlab.lit.incontext import continuation_scores
+from gptlab.lit.predictions import PredictionLog
+from gptlab.model.gpt import GPT
+from gptlab.model.greedy import greedy_until
+from gptlab.tasks.answers import answer_end, answer_scores, cut_answer
+from gptlab.tasks.metrics import GENERATED_METRICS, LIKELIHOOD_METRICS, build_metrics, val_prefix
+from gptlab.tasks.spec import TaskSpec
+
+# the per-example record entry each metric averages (perplexity: of the target's log-likelihood)
+RECORD_KEYS = {"perplexity": "target_loglikelihood"}
+
+
+class GenerativeModule(pl.LightningModule):
+    """Scores ``gptlab.data.generative`` batches with a frozen backbone ``model`` (validate only)."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+        self.eval_splits: list[str] = []
+        self.truncated: dict[str, int] = {}
+        self.val_metrics = nn.ModuleList()
+        self.predictions = PredictionLog()
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            raise ValueError("GenerativeModule does not train: run trainer.validate (regime.fit: false)")
+        datamodule = self.trainer.datamodule
+        if not all(hasattr(datamodule, name) for name in ("spec", "eval_splits", "truncated")):
+            raise ValueError(
+                "GenerativeModule needs a DataModule that exposes the task `spec`, `eval_splits` and "
+                "`truncated` (gptlab.data.generative.GenerativeDataModule)"
+            )
+        self.configure_task(datamodule.spec, list(datamodule.eval_splits), dict(datamodule.truncated))
+
+    def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
+        """Per-split metrics of ``spec`` and its decoding and matching rules."""
+        self.spec, self.rules = spec, spec.generation_spec
+        self.eval_splits, self.truncated = eval_splits, truncated
+        self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
+        self.generates = any(m in GENERATED_METRICS for m in spec.metrics)
+        self.scores_target = any(m in LIKELIHOOD_METRICS for m in spec.metrics)
+
+    def generate(self, batch: Mapping[str, Any]) -> list[str]:
+        """The answer each prompt of ``batch`` generates (cut at its end, not yet stripped)."""
+        rules, decode = self.rules, get_tokenizer().decode
+        tokens = greedy_until(
+            self.model, batch["prompt_ids"], batch["prompt_mask"], rules.max_gen_toks,
+            lambda text: answer_end(text, rules),
+        )
+        return [cut_answer(decode(row), rules) for row in tokens]
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions.reset(self.eval_splits)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        records: list[dict[str, Any]] = [
+            {"index": int(i), "targets": targets} for i, targets in zip(batch["index"].tolist(), batch["targets"])
+        ]
+        if self.generates:
+            for record, generation in zip(records, self.generate(batch)):
+                scores = answer_scores(generation, record["targets"], self.rules)
+                record.update(generation=generation, correct=bool(scores["exact_match"]), **scores)
+        if self.scores_target:
+            loglik, greedy = continuation_scores(self.model, batch)
+            for record, ll, is_greedy in zip(records, loglik.tolist(), greedy.tolist()):
+                record.update(target_loglikelihood=ll, acc=float(is_greedy))
+                record.setdefault("correct", bool(is_greedy))
+        metrics = self.val_metrics[dataloader_idx]
+        for name in self.spec.metrics:
+            values = [record[RECORD_KEYS.get(name, name)] for record in records]
+            metrics[name].update(torch.tensor(values, dtype=torch.float64, device=self.device))
+        self.predictions.add(self.eval_splits[dataloader_idx], records)
+
+    def on_validation_epoch_end(self) -> None:
+        logs = {}
+        for i, split in enumerate(self.eval_splits):
+            prefix = val_prefix(split, self.eval_splits)
+            logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
+            logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))
+            self.val_metrics[i].reset()
+        self.predictions.gather()
+        self.log_dict(logs, prog_bar=True)
+
