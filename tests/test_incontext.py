@@ -25,6 +25,7 @@ from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
 from gptlab.lit.incontext import InContextModule, choice_loglikelihoods
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
+from gptlab.report.predictions import read_predictions
 from gptlab.report.results import read_results
 from gptlab.schema import ConfigError, check_across_nodes, validate_config
 from gptlab.tasks.chance import chance_levels, majority_label
@@ -330,6 +331,10 @@ def test_hydra_incontext_run_writes_result_rows(
         assert row["n_train_examples"] == (400 if k else 0)
         assert row["chance"] == (None if row["metric"] == "n_truncated" else pytest.approx(1 / n_choices))
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+    predictions = read_predictions(tmp_path / "run")  # the examples of the one batch scored
+    assert len(predictions) == 32 and all(len(p["loglikelihoods"]) == n_choices for p in predictions)
+    assert metrics["val/acc"] == pytest.approx(sum(p["correct"] for p in predictions) / 32)
+    assert all(p["correct"] == (p["chosen"] == p["gold"]) and (p["task"], p["k"]) == (task, k) for p in predictions)
 
 
 def test_hydra_few_shot_on_real_copa(tmp_path: Path, shared_data: Path) -> None:
