@@ -43,7 +43,8 @@ test-all: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Each script measures gptlab and its peer side by side and updates its section of BENCHMARKS.md.
-BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu finetune_sst2 finetune_memory incontext_scoring
+BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu finetune_sst2 finetune_memory incontext_scoring \
+	greedy_generation generative_eval
 .PHONY: bench
 bench: $(STAMP)
 	set -e; for script in $(BENCH_SCRIPTS); do $(OFFLINE) $(PY) bench/$$script.py; done

@@ -12,19 +12,32 @@ min_new_tokens=N)`` on the same prompts, left-padded with 50256 (GPT-2's end-of-
 id of a GPT-2) and the same attention mask; ``generate`` derives each row's positions from the
 mask, as gptlab does.
 
+Two workloads on the same prompts. **Fixed length** (the equal-work comparison): every row
+generates exactly N tokens, as above. **Until a stop string** (what an evaluation runs): each row
+stops at its first stop string, as lm-evaluation-harness's ``generate_until`` runs it: the peer
+is ``generate`` with lm-eval's own stopping criteria (``stop_sequences_criteria``, which end the
+batch once every row has written a stop string; finished rows keep being computed), gptlab's
+``greedy_until`` drops each finished row from the batch. The stop strings are TriviaQA's
+(newline, period, comma) and two token strings that at least half of the fixed-length run's rows
+write, nearest its middle step (a random model rarely writes a newline), so rows end at varied
+steps; the
+generations, cut at their stop strings, must be equal, and tokens/s counts each row's tokens up to
+its stop.
+
 Workload: the first 64 questions of the shared TriviaQA subset (``triviaqa/validation_subset.jsonl``,
 field ``context``), GPT-2 tokens, sorted by length and batched 16 at a time, 32 new tokens per row.
 Model: a random-init gpt-micro in eval mode, fp32, ``torch.inference_mode``, 2 threads both sides:
 the speed does not depend on the weights, and two greedy decoders of the same weights must write
 the same tokens for any weights (up to float rounding on exact ties), which is checked, row by row,
 before timing. A sample is one pass over all the prompts. Target: generated tokens/s >= 2x
-transformers'.
+transformers' on the until-a-stop-string workload (the fixed-length ratio is reported beside it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -36,7 +49,9 @@ import common
 from gptlab.data.tokenizer import get_tokenizer
 from gptlab.model.gpt import GPT
 from gptlab.model.greedy import greedy_until
-from gptlab.model.hf import export_hf_gpt2
+from gptlab.model.hf import export_hf_gpt2, export_hf_tokenizer
+from gptlab.tasks.answers import answer_end, cut_answer
+from gptlab.tasks.spec import GenerationSpec
 
 TARGET = 2.0
 MODEL, QUICK_MODEL = "gpt-micro", "gpt-nano"
@@ -87,16 +102,37 @@ def batches(tokens: Sequence[list[int]], batch_size: int) -> list[Batch]:
 
 
 def hf_twin(model: GPT):
-    """A ``transformers.GPT2LMHeadModel`` with ``model``'s weights, SDPA attention, eval mode."""
+    """A ``transformers.GPT2LMHeadModel`` with ``model``'s weights (SDPA attention, eval mode) and
+    GPT-2's tokenizer."""
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         export_hf_gpt2(model, tmp)
+        export_hf_tokenizer(tmp)
         hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="sdpa")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
     assert hf.config._attn_implementation == "sdpa"
-    return hf.eval()
+    return hf.eval(), tokenizer
+
+
+def stop_strings(rows: list[list[int]], count: int = 2) -> list[str]:
+    """``count`` token strings that end the rows halfway, at varied steps: among the strings at least
+    half of the rows write (their first token aside), those whose median first step is nearest the
+    middle of the rows."""
+    decode = get_tokenizer().decode
+    steps: dict[str, list[int]] = {}
+    for row in rows:
+        seen: dict[str, int] = {}
+        for step, token in enumerate(row[1:], 1):
+            seen.setdefault(decode([token]), step)
+        for text, step in seen.items():
+            if text.strip() and "\ufffd" not in text:
+                steps.setdefault(text, []).append(step)
+    middle = len(rows[0]) / 2
+    common_ = [text for text, found in steps.items() if len(found) >= len(rows) / 2]
+    return sorted(common_, key=lambda text: abs(statistics.median(steps[text]) - middle))[:count]
 
 
 def main(argv: Sequence[str] | None = None) -> common.Report:
@@ -107,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
     name = QUICK_MODEL if args.quick else MODEL
     n_prompts, new_tokens = (QUICK_PROMPTS, QUICK_NEW_TOKENS) if args.quick else (PROMPTS, NEW_TOKENS)
     model = GPT.from_name(name).eval()
-    hf = hf_twin(model)
+    hf, tokenizer = hf_twin(model)
     work = batches(prompts(n_prompts), BATCH_SIZE)
     rows = sum(len(b.ids) for b in work)
 
@@ -136,8 +172,10 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
     ours_tokens, hf_tokens = ours(), theirs()
     assert all(len(t) == new_tokens for t in ours_tokens + hf_tokens), "a row stopped before max_new_tokens"
     agree = sum(a == b for a, b in zip(ours_tokens, hf_tokens))
-    first_diff = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None) for a, b in zip(ours_tokens, hf_tokens)]
-    diverged = sorted(i for i in first_diff if i is not None)
+    # the first new token at which each disagreeing row differs
+    diverged = sorted(
+        next(i for i, (x, y) in enumerate(zip(a, b)) if x != y) for a, b in zip(ours_tokens, hf_tokens) if a != b
+    )
     print(
         f"greedy_generation: {name}, {rows} prompts in {len(work)} batches, {new_tokens} new tokens; "
         f"rows equal {agree}/{rows}",
@@ -146,9 +184,57 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
     pairs = common.alternate(
         common.wall(ours), common.wall(theirs), args.pairs, args.warmup, names=("gptlab s", "transformers s")
     )
+
+    # until a stop string (lm-eval's generate_until)
+    from lm_eval.models.utils import postprocess_generated_text
+    from lm_eval.models.utils_hf import stop_sequences_criteria
+
+    rules = GenerationSpec(until=("\n", ".", ",", *stop_strings(hf_tokens)), max_gen_toks=new_tokens)
+    stops = [*rules.until, tokenizer.decode([HF_PAD_ID], skip_special_tokens=False)]
+    decode = get_tokenizer().decode
+
+    def ours_until() -> list[str]:
+        out: list[str] = []
+        for b in work:
+            rows = greedy_until(model, b.ids, b.mask, new_tokens, lambda text: answer_end(text, rules))
+            out += [cut_answer(decode(row), rules) for row in rows]
+        return out
+
+    def theirs_until() -> list[str]:
+        out: list[str] = []
+        with torch.inference_mode():
+            for b in work:
+                width = b.hf_ids.size(1)
+                generated = hf.generate(
+                    b.hf_ids,
+                    attention_mask=b.mask,
+                    max_new_tokens=new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=HF_PAD_ID,
+                    stopping_criteria=stop_sequences_criteria(tokenizer, stops, width, len(b.hf_ids)),
+                )
+                out += [
+                    postprocess_generated_text(tokenizer.decode(row[width:]), stops, None)
+                    for row in generated.tolist()
+                ]
+        return out
+
+    ours_answers, hf_answers = ours_until(), theirs_until()
+    agree_until = sum(a == b for a, b in zip(ours_answers, hf_answers))
+    encode = get_tokenizer().encode_ordinary
+    # each row's tokens up to its stop: the answer's own, plus the one that wrote the stop string
+    useful = sum(min(len(encode(answer)) + 1, new_tokens) for answer in ours_answers)
+    until_pairs = common.alternate(
+        common.wall(ours_until), common.wall(theirs_until), args.pairs, args.warmup,
+        names=("gptlab until s", "transformers until s"),
+    )
     generated = rows * new_tokens
-    speed = common.Target("generated tokens/s gptlab / transformers", pairs.ratio, TARGET)
-    equal = common.Target("rows whose tokens differ, gptlab vs transformers", rows - agree, 0, at_most=True, fmt="d")
+    speed = common.Target("generate-until tokens/s gptlab / transformers", until_pairs.ratio, TARGET)
+    equal = common.Target(
+        "rows whose tokens or answers differ, gptlab vs transformers", 2 * rows - agree - agree_until, 0,
+        at_most=True, fmt="d",
+    )
     widths = [b.ids.size(1) for b in work]
     prompt_tokens = sum(int(b.mask.sum()) for b in work)
     agreement = f"{agree} of {rows}" + (
@@ -168,6 +254,15 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             ),
             ("ratio per pair (min–max)", pairs.spread(), ""),
             ("rows with the same tokens", agreement, ""),
+            ("**until a stop string**: median time of one pass (s)", f"{until_pairs.median_a:.3f}", f"{until_pairs.median_b:.3f}"),
+            (
+                f"tokens/s up to each row's stop ({useful} tokens of {generated} at most)",
+                f"{useful / until_pairs.median_a:,.0f}",
+                f"{useful / until_pairs.median_b:,.0f}",
+            ),
+            ("until: ratio per pair (min–max)", until_pairs.spread(), ""),
+            ("until: rows with the same answer", f"{agree_until} of {rows}", ""),
+            ("until: stop strings", ", ".join(map(repr, stops)), "the same (lm-eval's `stop_sequences_criteria`)"),
             (
                 "prompts",
                 f"{prompt_tokens} tokens, batches of {BATCH_SIZE} padded to {min(widths)}–{max(widths)}",
@@ -175,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             ),
             ("padding", f"left, id {PAD_ID}, masked", f"left, id {HF_PAD_ID}, masked"),
         ],
-        loads=pairs.loads,
+        loads=pairs.loads + until_pairs.loads,
         targets=[speed, equal],
         notes=[
             f"{len(pairs.a)} alternating pairs after {args.warmup} warm-up pair(s); a sample is one pass over "
@@ -187,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             "sides (exported with `export_hf_gpt2`, read with `attn_implementation=\"sdpa\"`), "
             "`torch.inference_mode`. Both sides pick among GPT-2's 50257 tokens.",
         ],
+    )
+    report.notes.append(
+        f"Fixed length: ratio {pairs.ratio:.2f} (equal work: every row runs {new_tokens} steps on both sides; "
+        "the 50257-row LM head and its argmax, which both sides compute every step, are most of the time). "
+        f"Until a stop string: ratio {until_pairs.ratio:.2f}; gptlab drops finished rows from the batch, "
+        "the peer computes every row until the batch's last one stops."
     )
     if not speed.met or args.quick:
         ours_profile, theirs_profile = common.python_profile(ours), common.python_profile(theirs)

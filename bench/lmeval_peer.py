@@ -25,10 +25,11 @@ def _json_dataset(split: str, path: Path) -> dict[str, Any]:
 
 
 def task_yamls(files: Mapping[str, Path], triviaqa: GenerationSpec) -> dict[str, dict[str, Any]]:
-    """lm-eval task configs named ``gptlab_<task>`` for the files of ``files`` (lambada, triviaqa, wikitext2)."""
-    tasks = {
-        "lambada": {
-            **_json_dataset("test", files["lambada"]),
+    """lm-eval task configs named ``gptlab_<task>`` for the tasks of ``files`` (any of lambada,
+    triviaqa, wikitext2 -> its file)."""
+    builders = {
+        "lambada": lambda path: {
+            **_json_dataset("test", path),
             "output_type": "loglikelihood",
             "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
             "doc_to_target": "{{' '+text.split(' ')[-1]}}",
@@ -37,8 +38,8 @@ def task_yamls(files: Mapping[str, Path], triviaqa: GenerationSpec) -> dict[str,
                 {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
             ],
         },
-        "triviaqa": {
-            **_json_dataset("validation", files["triviaqa"]),
+        "triviaqa": lambda path: {
+            **_json_dataset("validation", path),
             "output_type": "generate_until",
             "doc_to_text": "{{context}}",
             "doc_to_target": "{{[answer] + aliases}}",
@@ -59,9 +60,9 @@ def task_yamls(files: Mapping[str, Path], triviaqa: GenerationSpec) -> dict[str,
                 }
             ],
         },
-        "wikitext2": {
+        "wikitext2": lambda path: {
             "dataset_path": "text",
-            "dataset_kwargs": {"data_files": {"test": str(files["wikitext2"])}},
+            "dataset_kwargs": {"data_files": {"test": str(path)}},
             "test_split": "test",
             "output_type": "loglikelihood_rolling",
             "doc_to_text": "",
@@ -69,7 +70,7 @@ def task_yamls(files: Mapping[str, Path], triviaqa: GenerationSpec) -> dict[str,
             "metric_list": [{"metric": name} for name in ("word_perplexity", "byte_perplexity", "bits_per_byte")],
         },
     }
-    return {f"gptlab_{name}": {"task": f"gptlab_{name}", **tasks[name]} for name in files}
+    return {f"gptlab_{name}": {"task": f"gptlab_{name}", **builders[name](path)} for name, path in files.items()}
 
 
 def write_tasks(directory: Path, files: Mapping[str, Path], triviaqa: GenerationSpec) -> Path:

@@ -19,10 +19,14 @@ from gptlab.model.gpt import GPT, GPTConfig
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = (
-    "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring"
+    "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring",
+    "greedy_generation", "generative_eval",
 )
 # Scripts that read the real benchmark files.
-SHARED_DATA = ("tokenize_cache", "finetune_sst2", "incontext_scoring")
+SHARED_DATA = ("tokenize_cache", "finetune_sst2", "incontext_scoring", "greedy_generation", "generative_eval")
+# Quick runs of over ten seconds (incontext_scoring scores every ARC-Easy answer both ways,
+# generative_eval runs lm-eval): make test-slow runs them, so make test stays within ten minutes.
+SLOW = ("incontext_scoring", "greedy_generation", "generative_eval")
 
 
 @pytest.fixture
@@ -43,11 +47,7 @@ def bench_script(monkeypatch):
     torch.set_num_threads(threads)  # the scripts pin 2 threads
 
 
-# incontext_scoring's quick run scores every ARC-Easy answer with both sides (over a minute):
-# make test-slow runs it, so make test (set-up included) stays within ten minutes.
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "incontext_scoring" else n for n in SCRIPTS]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SCRIPTS])
 def test_quick_run_prints_its_ratio(name, bench_script, capsys, monkeypatch, request):
     if name in SHARED_DATA:
         monkeypatch.setenv("GPTLAB_SHARED_DATA", str(request.getfixturevalue("shared_data")))

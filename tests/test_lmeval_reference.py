@@ -61,16 +61,9 @@ def setup_dirs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> d
             files[name].write_bytes(b"".join(f.readline() for _ in range(LINES[name])))
     model = reference_model()
     files["lambada"].write_text(with_greedy_targets(model, files["lambada"].read_text()))
-    peer = _peer()
-    exported = peer.export_model(model, root / "hf")
-    until = [*TaskSpec.from_config(_composed_task(root, "triviaqa")).generation_spec.until]
-    until += frequent_tokens(exported, files["triviaqa"])
-    triviaqa = GenerationSpec.from_mapping("triviaqa", {**TRIVIAQA_MATCHING, "until": until, "max_gen_toks": 24})
     return {
         "root": root,
-        "model": exported,
-        "tasks": peer.write_tasks(root / "tasks", files, triviaqa),
-        "triviaqa_generation": {**TRIVIAQA_MATCHING, "until": until, "max_gen_toks": 24},
+        "model": _peer().export_model(model, root / "hf"),
         **{f"data_{name}": path for name, path in files.items()},
     }
 
@@ -139,8 +132,11 @@ def gptlab_run(
     return metrics, read_predictions(tmp_path / "run")
 
 
-def lmeval_run(dirs: dict[str, Path], task: str) -> tuple[dict[str, float], list[dict]]:
-    out = _peer().run_lmeval(dirs["model"], dirs["tasks"], [task], batch_size=4)
+def lmeval_run(dirs: dict[str, Path], task: str, triviaqa: dict | None = None) -> tuple[dict[str, float], list[dict]]:
+    """lm-eval on ``task``'s file; ``triviaqa``: the generation settings of the TriviaQA task."""
+    generation = GenerationSpec.from_mapping("triviaqa", triviaqa)
+    tasks = _peer().write_tasks(dirs["root"] / "tasks" / task, {task: dirs[f"data_{task}"]}, generation)
+    out = _peer().run_lmeval(dirs["model"], tasks, [task], batch_size=4)
     name = f"gptlab_{task}"
     results = {key.split(",")[0]: value for key, value in out["results"][name].items() if "," in key}
     return results, sorted(out["samples"][name], key=lambda s: s["doc_id"])
@@ -161,11 +157,14 @@ def test_lambada_acc_and_perplexity_equal_lm_eval(setup_dirs: dict[str, Path], t
 
 @pytest.mark.slow
 def test_triviaqa_generations_equal_lm_eval(setup_dirs: dict[str, Path], tmp_path: Path) -> None:
+    until = [*TaskSpec.from_config(_composed_task(setup_dirs["root"], "triviaqa")).generation_spec.until]
+    until += frequent_tokens(setup_dirs["model"], setup_dirs["data_triviaqa"])
+    generation = {**TRIVIAQA_MATCHING, "until": until, "max_gen_toks": 24}
     ours, predictions = gptlab_run(
         setup_dirs, tmp_path, "triviaqa", f"task.files.validation={setup_dirs['data_triviaqa'].name}",
-        generation=setup_dirs["triviaqa_generation"],
+        generation=generation,
     )
-    theirs, samples = lmeval_run(setup_dirs, "triviaqa")
+    theirs, samples = lmeval_run(setup_dirs, "triviaqa", generation)
     assert len(predictions) == len(samples) == LINES["triviaqa"]
     assert [p["generation"] for p in predictions] == [s["resps"][0][0] for s in samples]
     lengths = {len(p["generation"]) for p in predictions}

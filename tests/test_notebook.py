@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "icl_vs_finetune.ipynb"
@@ -25,6 +26,10 @@ def write_results(root: Path) -> None:
             ResultRow(**base, task="sst2", value=few, regime="few_shot", seed=seed, k=8, fewshot_seed=seed, chance=0.509),
             ResultRow(**base, task="rte", value=0.5, regime="zero_shot", seed=seed, k=0, chance=0.527),
         ])
+        write_predictions(root / "icl" / str(seed), {"task": "rte", "regime": "zero_shot", "k": 0}, {"validation": [
+            {"index": 0, "chosen": " yes", "gold": " no", "correct": False},
+            {"index": 1, "chosen": " no", "gold": " no", "correct": True},
+        ]})
 
 
 def test_notebook_runs_on_results_files_and_shows_table_and_plots(tmp_path: Path) -> None:
@@ -41,6 +46,8 @@ def test_notebook_runs_on_results_files_and_shows_table_and_plots(tmp_path: Path
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("8 result rows, 4 conditions" in o.get("text", "") for o in outputs)
+    assert any("4 per-example predictions, 2 wrong" in o.get("text", "") for o in outputs)
+    assert any("rte zero_shot k=0 validation[0]: ' yes', gold ' no'" in o.get("text", "") for o in outputs)
     (table,) = [o.data["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
     assert "| task | split      | metric | model     | finetune (N=64)     | zero_shot           | few_shot (k=8)      | chance |" in table
     assert "| sst2 | validation | acc    | gpt-micro | 0.750 ± 0.071 (n=2) | 0.510 ± 0.014 (n=2) | 0.600 ± 0.071 (n=2) | 0.509  |" in table

@@ -15,6 +15,7 @@ import pytest
 from gptlab.cli.report import main as report_main
 from gptlab.report.aggregate import Cell, aggregate, primary_metric, select_metric
 from gptlab.report.plots import save_plots, task_figure
+from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results, find_results, load_results
 from gptlab.report.table import comparison_table, tables_markdown, to_markdown, write_csv
 
@@ -175,6 +176,7 @@ def test_chance_level_comes_from_the_rows(sweep: Path) -> None:
         ({"mcc", "acc", "loss"}, "mcc"),
         ({"pearson", "spearman", "loss"}, "pearson"),
         ({"acc", "f1"}, "acc"),
+        ({"exact_match", "f1", "n_truncated"}, "exact_match"),
         ({"precision", "recall", "f1", "loss"}, "f1"),
         ({"loss", "ppl"}, "ppl"),
         ({"loss", "bleu", "rouge"}, "bleu"),
@@ -340,6 +342,18 @@ def test_cli_prints_the_table_and_writes_report_csv_and_plots(sweep: Path, tmp_p
     assert "0.600 ± 0.265 (n=3)" in report and "plots/demo_topic.png" in report
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 7
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["demo_topic.png"]
+    assert "Per-example predictions" not in report  # these runs wrote none
+
+
+def test_report_lists_the_per_example_predictions_of_in_context_runs(sweep: Path, tmp_path: Path) -> None:
+    run = sweep / "incontext" / "0"
+    write_predictions(run, {"task": "demo_topic", "regime": "zero_shot", "k": 0}, {"validation": [
+        {"index": 0, "chosen": "a", "gold": "b", "correct": False},
+        {"index": 1, "chosen": "b", "gold": "b", "correct": True},
+    ]})
+    report_main([str(sweep), "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"- {run}: demo_topic zero_shot k=0, 2 examples, 1 wrong" in report
 
 
 def test_cli_writes_into_the_first_dir_by_default(sweep: Path, capsys) -> None:

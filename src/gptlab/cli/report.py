@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gptlab.report.aggregate import PRETRAIN, Cell, aggregate, select_metric
 from gptlab.report.plots import save_plots
+from gptlab.report.predictions import load_predictions
 from gptlab.report.results import find_results, read_results
 from gptlab.report.table import CSV_FIELDS, comparison_table, tables_markdown, write_csv
 
@@ -67,6 +68,19 @@ def log_to_wandb(cells: list[Cell], shown: list[Cell], plots: dict[str, Path], o
         run.finish()
 
 
+def predictions_section(dirs: Sequence[str]) -> str:
+    """Markdown listing the in-context runs' ``predictions.jsonl`` files: examples and how many were wrong."""
+    runs: dict[str, list[dict]] = {}
+    for row in load_predictions(dirs):
+        runs.setdefault(row["run_dir"], []).append(row)
+    lines = [
+        f"- {run}: {rows[0]['task']} {rows[0]['regime']} k={rows[0]['k']}, {len(rows)} examples, "
+        f"{sum(not row['correct'] for row in rows)} wrong"
+        for run, rows in runs.items()
+    ]
+    return "\n## Per-example predictions (predictions.jsonl)\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -88,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures = "\n".join(f"- {task}: {PLOTS_DIR}/{path.name}" for task, path in plots.items())
     report = f"# gptlab report\n\n{len(rows)} result rows from:\n\n{sources}\n\n{tables}"
     report += f"\n## Plots\n\n{figures}\n" if plots else ""
+    report += predictions_section(args.dirs)
     (out / REPORT_FILE).write_text(report, encoding="utf-8")
     write_csv(cells, out / CSV_FILE)
 

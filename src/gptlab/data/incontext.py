@@ -183,6 +183,8 @@ class InContextDataModule(TaskDataModule):
     """
 
     NATURE = "incontext"
+    # the kinds' in-context scorer (gptlab.tasks.kinds) this DataModule serves
+    SCORER = "choice"
 
     def __init__(
         self,
@@ -201,9 +203,6 @@ class InContextDataModule(TaskDataModule):
         self.fewshot_seed, self.num_workers = fewshot_seed, num_workers
         self.num_train_examples = 0
         self._requests: dict[str, list[Request]] = {}
-
-    # the kinds' in-context scorer (gptlab.tasks.kinds) this DataModule serves
-    SCORER = "choice"
 
     def check_task(self) -> None:
         self.prompt = check_incontext_task(self.spec, self._requested_prompt)

