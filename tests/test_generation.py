@@ -52,7 +52,7 @@ def test_lambada_reader_splits_passages_as_lm_eval(compose_config, shared_data: 
     examples = load_split(TaskSpec.from_config(cfg.task), "test")
     assert len(examples) == 5153
     lines = (shared_data / "lambada" / "test.jsonl").read_text(encoding="utf-8").splitlines()
-    for example, line in zip(examples, lines):
+    for example, line in zip(examples[:1000], lines):  # (Jinja takes 2 ms a passage)
         doc = json.loads(line)
         assert example["context"] == apply_template("{{text.split(' ')[:-1]|join(' ')}}", doc)
         assert " " + example["targets"][0] == apply_template("{{' '+text.split(' ')[-1]}}", doc)

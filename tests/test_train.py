@@ -20,6 +20,11 @@ from gptlab.data.sources import DataFormatError
 from gptlab.report.results import read_results
 
 
+# Pre-training validates on 64 windows by default: a few are enough where only the run's outputs
+# are checked (each validation pass then costs a second instead of ten)
+FEW_VAL_WINDOWS = "regime.datamodule.val_windows=4"
+
+
 def make_cfg(tmp_path: Path, *overrides: str):
     """A ``debug=fast`` run writing under ``tmp_path``. A plain function, not a fixture, because
     test_finetune and test_incontext import it; so it takes conftest's composer by import."""
@@ -29,7 +34,7 @@ def make_cfg(tmp_path: Path, *overrides: str):
 
 
 def test_pretraining_run_writes_checkpoints_results_and_logs(tmp_path: Path) -> None:
-    metrics = train(make_cfg(tmp_path, "seed=7"))
+    metrics = train(make_cfg(tmp_path, "seed=7", FEW_VAL_WINDOWS))
     run = tmp_path / "run"
     assert metrics["val/ppl"] == pytest.approx(torch.exp(torch.tensor(metrics["val/loss"])).item(), rel=1e-5)
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -66,6 +71,7 @@ def fit(cfg, ckpt_path: str | None = None, stop_after: int | None = None):
     return module, trainer
 
 
+@pytest.mark.slow  # about 40 s; tests/test_faults.py resumes killed runs in make test
 def test_resumed_run_ends_with_the_weights_of_a_straight_run(tmp_path: Path) -> None:
     common = (
         "trainer.max_steps=6",
@@ -124,7 +130,7 @@ def test_missing_checkpoint_to_resume_is_an_error(tmp_path: Path) -> None:
 
 
 def test_init_from_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
-    train(make_cfg(tmp_path / "nano"))
+    train(make_cfg(tmp_path / "nano", FEW_VAL_WINDOWS))
     ckpt = tmp_path / "nano" / "run" / "checkpoints" / "last.ckpt"
     cfg = make_cfg(tmp_path / "micro", "model=gpt-micro", f"model.init_from={ckpt}")
     # Hydra wraps the builder's ValueError; its message reaches the user unchanged.
@@ -133,14 +139,14 @@ def test_init_from_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> 
 
 
 def test_real_text_pretrains_from_shared_data(tmp_path: Path, shared_data: Path) -> None:
-    metrics = train(make_cfg(tmp_path, "task=tinyshakespeare", f"paths.data_dir={shared_data}"))
+    metrics = train(make_cfg(tmp_path, "task=tinyshakespeare", f"paths.data_dir={shared_data}", FEW_VAL_WINDOWS))
     assert 0 < metrics["val/loss"] < 11.0
 
 
 def test_console_script_runs_the_hydra_app(tmp_path: Path) -> None:
     env = {**os.environ, "GPTLAB_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "gptlab", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "gptlab", "debug=fast", FEW_VAL_WINDOWS, f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -163,7 +169,7 @@ def test_ones_own_json_lines_corpus_pretrains_and_writes_its_results(tmp_path: P
     (data / "train.jsonl").write_text("\n".join(records[:150]) + "\n\n" + "\n".join(records[150:]) + "\n")
     corpus = [
         "task=tinyshakespeare", "task.format=jsonl", f"task.data_dir={data}", "task.files.train=train.jsonl",
-        "model=gpt-nano", "trainer.max_steps=3",
+        "model=gpt-nano", "trainer.max_steps=3", FEW_VAL_WINDOWS, "regime.global_batch_size=4", "regime.batch_size=2",
     ]
     result = run_cli(tmp_path, *corpus, "task.fields.text=body")
     assert result.returncode == 0, result.stderr[-2000:]
