@@ -29,10 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
-from gptlab.data.incontext import FILL_ID, InContextDataModule, collate, scoring_batches
+from gptlab.data.incontext import InContextDataModule, collate, left_padded, scoring_batches
 from gptlab.data.labeled import IndexedExamples
 from gptlab.data.prompts import Request, encode_requests
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
@@ -53,12 +52,7 @@ class GenerationRequest:
 def collate_generation(requests: Sequence[GenerationRequest]) -> dict[str, Any]:
     """Requests -> one batch (the module doc's keys on top of ``gptlab.data.incontext.collate``)."""
     batch = collate([r.target for r in requests])
-    width = max(len(r.prompt) for r in requests)
-    prompt_ids = torch.full((len(requests), width), FILL_ID, dtype=torch.long)
-    prompt_mask = torch.zeros((len(requests), width), dtype=torch.long)
-    for i, r in enumerate(requests):
-        prompt_ids[i, width - len(r.prompt):] = torch.tensor(r.prompt)
-        prompt_mask[i, width - len(r.prompt):] = 1
+    prompt_ids, prompt_mask = left_padded([r.prompt for r in requests])
     batch.update(prompt_ids=prompt_ids, prompt_mask=prompt_mask, targets=[r.targets for r in requests])
     return batch
 

@@ -142,14 +142,20 @@ def scoring_batches(
     return batches
 
 
+def left_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of token sequences left-padded with ``FILL_ID`` to the longest (mask 0 on padding)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), FILL_ID, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s):] = torch.tensor(s)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
 def collate(requests: Sequence[Request]) -> dict[str, torch.Tensor]:
     """Requests -> one batch of the contract (see the module doc)."""
-    width = max(len(r.context) for r in requests)
-    prefix_ids = torch.full((len(requests), width), FILL_ID, dtype=torch.long)
-    prefix_mask = torch.zeros((len(requests), width), dtype=torch.long)
-    for i, r in enumerate(requests):
-        prefix_ids[i, width - len(r.context):] = torch.tensor(r.context)
-        prefix_mask[i, width - len(r.context):] = 1
+    prefix_ids, prefix_mask = left_padded([r.context for r in requests])
     answers = [c for r in requests for c in r.continuations]
     length = max(len(c) for c in answers)
     continuation_ids = torch.full((len(answers), length), FILL_ID, dtype=torch.long)

@@ -18,14 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 
 from gptlab.data.tokenizer import get_tokenizer
-from gptlab.lit.incontext import continuation_scores
-from gptlab.lit.predictions import PredictionLog
-from gptlab.model.gpt import GPT
+from gptlab.lit.incontext import EvaluationModule, continuation_scores
 from gptlab.model.greedy import greedy_until
 from gptlab.tasks.answers import answer_end, answer_scores, cut_answer
 from gptlab.tasks.metrics import GENERATED_METRICS, LIKELIHOOD_METRICS, build_metrics, val_prefix
@@ -35,27 +32,10 @@ from gptlab.tasks.spec import TaskSpec
 RECORD_KEYS = {"perplexity": "target_loglikelihood"}
 
 
-class GenerativeModule(pl.LightningModule):
-    """Scores ``gptlab.data.generative`` batches with a frozen backbone ``model`` (validate only)."""
+class GenerativeModule(EvaluationModule):
+    """Scores ``gptlab.data.generative`` batches with a frozen backbone ``model`` (see ``EvaluationModule``)."""
 
-    def __init__(self, model: GPT) -> None:
-        super().__init__()
-        self.model = model
-        self.eval_splits: list[str] = []
-        self.truncated: dict[str, int] = {}
-        self.val_metrics = nn.ModuleList()
-        self.predictions = PredictionLog()
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            raise ValueError("GenerativeModule does not train: run trainer.validate (regime.fit: false)")
-        datamodule = self.trainer.datamodule
-        if not all(hasattr(datamodule, name) for name in ("spec", "eval_splits", "truncated")):
-            raise ValueError(
-                "GenerativeModule needs a DataModule that exposes the task `spec`, `eval_splits` and "
-                "`truncated` (gptlab.data.generative.GenerativeDataModule)"
-            )
-        self.configure_task(datamodule.spec, list(datamodule.eval_splits), dict(datamodule.truncated))
+    DATAMODULE = "gptlab.data.generative.GenerativeDataModule"
 
     def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
         """Per-split metrics of ``spec`` and its decoding and matching rules."""
@@ -73,9 +53,6 @@ class GenerativeModule(pl.LightningModule):
             lambda text: answer_end(text, rules),
         )
         return [cut_answer(decode(row), rules) for row in tokens]
-
-    def on_validation_epoch_start(self) -> None:
-        self.predictions.reset(self.eval_splits)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         records: list[dict[str, Any]] = [

@@ -107,13 +107,13 @@ def per_example(values: torch.Tensor, num_choices: torch.Tensor) -> torch.Tensor
     return out
 
 
-class InContextModule(pl.LightningModule):
-    """Scores the answers of ``gptlab.data.incontext`` batches with a frozen backbone ``model``.
+class EvaluationModule(pl.LightningModule):
+    """Base of the in-context modules: a frozen backbone ``model`` that only evaluates
+    (``trainer.validate``; the in-context regimes set ``regime.fit: false``), configured in
+    ``setup`` from its DataModule's task ``spec``, ``eval_splits`` and ``truncated`` (split ->
+    examples cut to fit, logged as ``n_truncated``), writing per-example ``predictions``."""
 
-    It only evaluates (``trainer.validate``): the in-context regimes set ``regime.fit: false``.
-    Metrics are built in ``setup`` from the DataModule's ``spec`` (labels resolved) and
-    ``eval_splits``; ``truncated`` (split -> count) is logged as ``n_truncated``.
-    """
+    DATAMODULE = ""  # the DataModule it reads, for errors
 
     def __init__(self, model: GPT) -> None:
         super().__init__()
@@ -121,19 +121,36 @@ class InContextModule(pl.LightningModule):
         self.eval_splits: list[str] = []
         self.truncated: dict[str, int] = {}
         self.val_metrics = nn.ModuleList()
-        self.val_acc_norm = nn.ModuleList()
         self.predictions = PredictionLog()
 
     def setup(self, stage: str) -> None:
+        name = type(self).__name__
         if stage == "fit":
-            raise ValueError("InContextModule does not train: run trainer.validate (regime.fit: false)")
+            raise ValueError(f"{name} does not train: run trainer.validate (regime.fit: false)")
         datamodule = self.trainer.datamodule
-        if not all(hasattr(datamodule, name) for name in ("spec", "eval_splits", "truncated")):
+        if not all(hasattr(datamodule, key) for key in ("spec", "eval_splits", "truncated")):
             raise ValueError(
-                "InContextModule needs a DataModule that exposes the task `spec`, `eval_splits` and "
-                "`truncated` (gptlab.data.incontext.InContextDataModule)"
+                f"{name} needs a DataModule that exposes the task `spec`, `eval_splits` and `truncated` "
+                f"({self.DATAMODULE})"
             )
         self.configure_task(datamodule.spec, list(datamodule.eval_splits), dict(datamodule.truncated))
+
+    def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
+        raise NotImplementedError
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions.reset(self.eval_splits)
+
+
+class InContextModule(EvaluationModule):
+    """Scores the answers of ``gptlab.data.incontext`` batches with a frozen backbone ``model``
+    (see ``EvaluationModule``); metrics are ``acc``, the task's own and ``acc_norm``."""
+
+    DATAMODULE = "gptlab.data.incontext.InContextDataModule"
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__(model)
+        self.val_acc_norm = nn.ModuleList()
 
     def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
         """Per-split metrics for ``spec`` (labels resolved): ``acc`` + the task's metrics, ``acc_norm``."""
@@ -149,9 +166,6 @@ class InContextModule(pl.LightningModule):
         # gives it (without the target delimiter): choice_chars holds exactly that length.
         normed = loglik / batch["choice_chars"]
         return per_example(loglik, batch["num_choices"]), per_example(normed, batch["num_choices"])
-
-    def on_validation_epoch_start(self) -> None:
-        self.predictions.reset(self.eval_splits)
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         loglik, normed = self(batch)
