@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,19 @@ def test_max_gen_toks_must_leave_room_for_a_prompt(compose_config) -> None:
     cfg = compose_config("task=triviaqa", "regime=zero_shot", "model=gpt-nano", "task.generation.max_gen_toks=256")
     with pytest.raises(ValueError, match=r"max_gen_toks=256 leaves no room for a prompt in block_size=256"):
         GenerativeDataModule(cfg.task, block_size=256, batch_size=4)
+
+
+def test_long_prompts_keep_their_last_block_size_minus_max_gen_toks_tokens(tmp_path: Path) -> None:
+    long_context = " ".join(f"word{i}" for i in range(200)) + "\nAnswer:"
+    write_lines(tmp_path / "qa.jsonl", [{"q": long_context, "a": "x", "more": []}, {"q": "Short?", "a": "y", "more": []}])
+    datamodule = GenerativeDataModule(
+        asdict(generation_spec(tmp_path, generation={"max_gen_toks": 16})), block_size=64, batch_size=2
+    )
+    datamodule.setup()
+    long, short = datamodule.requests("validation")
+    encoded = get_tokenizer().encode_ordinary(long_context)
+    assert long.prompt == encoded[-48:] and long.truncated and not short.truncated
+    assert datamodule.truncated == {"validation": 1}
 
 
 # ----------------------------------------------------------------------------- matching
