@@ -84,24 +84,41 @@ class KVCache:
     """Keys and values of the positions seen so far, per layer, for incremental decoding.
 
     ``key_mask`` remembers which cached positions are real tokens (False = padding), so a
-    padded prompt keeps masking its padding while new tokens are appended.
+    padded prompt keeps masking its padding while new tokens are appended. With a ``capacity``
+    (the most positions it will hold) each layer's keys and values live in buffers allocated once
+    and filled in place; without one they grow by concatenation (a copy of the cache per step).
     """
 
-    def __init__(self, n_layer: int) -> None:
+    def __init__(self, n_layer: int, capacity: int | None = None) -> None:
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
         self.key_mask: torch.Tensor | None = None
+        self.capacity = capacity
+        self.filled = [0] * n_layer  # positions held per layer (with a capacity)
 
     @property
     def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].size(2)
+        if self.keys[0] is None:
+            return 0
+        return self.filled[0] if self.capacity is not None else self.keys[0].size(2)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        if self.capacity is None:
+            if self.keys[layer] is not None:
+                k = torch.cat([self.keys[layer], k], dim=2)
+                v = torch.cat([self.values[layer], v], dim=2)
+            self.keys[layer], self.values[layer] = k, v
+            return k, v
+        if self.keys[layer] is None:
+            shape = (k.size(0), k.size(1), self.capacity, k.size(3))
+            self.keys[layer], self.values[layer] = k.new_empty(shape), v.new_empty(shape)
+        start, end = self.filled[layer], self.filled[layer] + k.size(2)
+        if end > self.capacity:
+            raise ValueError(f"KVCache: {end} positions exceed its capacity of {self.capacity}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        self.filled[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows ``rows`` (in that order), in place: finished rows leave a decode."""
@@ -112,9 +129,10 @@ class KVCache:
 
     def repeat_interleave(self, repeats: torch.Tensor | int) -> KVCache:
         """A new cache whose row i is repeated ``repeats[i]`` times (one prefix, many continuations)."""
-        out = KVCache(len(self.keys))
+        out = KVCache(len(self.keys), self.capacity)
         out.keys = [k.repeat_interleave(repeats, dim=0) for k in self.keys]
         out.values = [v.repeat_interleave(repeats, dim=0) for v in self.values]
+        out.filled = list(self.filled)
         if self.key_mask is not None:
             out.key_mask = self.key_mask.repeat_interleave(repeats, dim=0)
         return out
@@ -286,8 +304,9 @@ class GPT(nn.Module):
             block.compile(**options)
         self._cross_entropy = torch.compile(unfused_linear_cross_entropy, **options)
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layer)
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        """An empty KV cache; ``capacity``: the most positions it will hold (buffers allocated once)."""
+        return KVCache(self.config.n_layer, capacity)
 
     def hidden_states(
         self,

@@ -46,7 +46,7 @@ def greedy_until(
         with torch.inference_mode():
             padded = not bool(prompt_mask.all())
             positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
-            cache = model.new_cache()
+            cache = model.new_cache(capacity=width + max_new_tokens - 1)
             hidden = model.hidden_states(
                 prompt_ids, prompt_mask if padded else None, positions if padded else None, cache
             )[:, -1]
