@@ -90,8 +90,9 @@ class FinetuneRegimeSchema(_RegimeSchema):
 
 
 @dataclass(kw_only=True)
-class PerplexitySchema:
-    """An in-context regime's fallback for lm tasks: the pre-training validation."""
+class ScorerSchema:
+    """An in-context regime's node for the kinds of one scorer (``generate``, ``perplexity``): the
+    DataModule and module their runs build instead of the regime's own."""
 
     datamodule: TargetNode = key()
     module: TargetNode = key()
@@ -103,8 +104,8 @@ class InContextRegimeSchema(_RegimeSchema):
     k: int = key(NON_NEGATIVE)
     fewshot_seed: int = key()
     prompt: str | None = key(optional=True)
-    generate: PerplexitySchema | None = key(optional=True)
-    perplexity: PerplexitySchema | None = key(optional=True)
+    generate: ScorerSchema | None = key(optional=True)
+    perplexity: ScorerSchema | None = key(optional=True)
 
 
 @dataclass(kw_only=True)

@@ -19,8 +19,8 @@ from gptlab.cli.sweep import SweepJob, optimized_value
 from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_run_finished
 from gptlab.data.contract import TaskDataModule
 from gptlab.lit.checkpoint_io import newest_valid_checkpoint
-from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.lit.predictions import PredictionLog
+from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
