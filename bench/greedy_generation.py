@@ -153,21 +153,17 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             out += greedy_until(model, b.ids, b.mask, new_tokens, never)
         return out
 
-    def theirs() -> list[list[int]]:
-        out: list[list[int]] = []
+    def hf_generate(b: Batch, **options) -> list[list[int]]:
+        """transformers' greedy continuation tokens of one batch (each row's new tokens)."""
         with torch.inference_mode():
-            for b in work:
-                generated = hf.generate(
-                    b.hf_ids,
-                    attention_mask=b.mask,
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    do_sample=False,
-                    use_cache=True,
-                    pad_token_id=HF_PAD_ID,
-                )
-                out += generated[:, b.hf_ids.size(1) :].tolist()
-        return out
+            generated = hf.generate(
+                b.hf_ids, attention_mask=b.mask, max_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                pad_token_id=HF_PAD_ID, **options,
+            )
+        return generated[:, b.hf_ids.size(1):].tolist()
+
+    def theirs() -> list[list[int]]:
+        return [row for b in work for row in hf_generate(b, min_new_tokens=new_tokens)]
 
     ours_tokens, hf_tokens = ours(), theirs()
     assert all(len(t) == new_tokens for t in ours_tokens + hf_tokens), "a row stopped before max_new_tokens"
@@ -202,22 +198,10 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
 
     def theirs_until() -> list[str]:
         out: list[str] = []
-        with torch.inference_mode():
-            for b in work:
-                width = b.hf_ids.size(1)
-                generated = hf.generate(
-                    b.hf_ids,
-                    attention_mask=b.mask,
-                    max_new_tokens=new_tokens,
-                    do_sample=False,
-                    use_cache=True,
-                    pad_token_id=HF_PAD_ID,
-                    stopping_criteria=stop_sequences_criteria(tokenizer, stops, width, len(b.hf_ids)),
-                )
-                out += [
-                    postprocess_generated_text(tokenizer.decode(row[width:]), stops, None)
-                    for row in generated.tolist()
-                ]
+        for b in work:
+            criteria = stop_sequences_criteria(tokenizer, stops, b.hf_ids.size(1), len(b.hf_ids))
+            rows = hf_generate(b, stopping_criteria=criteria)
+            out += [postprocess_generated_text(tokenizer.decode(row), stops, None) for row in rows]
         return out
 
     ours_answers, hf_answers = ours_until(), theirs_until()
