@@ -89,8 +89,9 @@ class GenerativeDataModule(InContextDataModule):
             self.prompt.target_delimiter, self.block_size,
         )
         room = self.block_size - self.rules.max_gen_toks
+        prompts = get_tokenizer().encode_ordinary_batch(contexts)  # whole, as lm-eval's generate_until
         requests = []
-        for i, (example, prompt, target) in enumerate(zip(examples, get_tokenizer().encode_ordinary_batch(contexts), targets)):
+        for i, (example, prompt, target) in enumerate(zip(examples, prompts, targets)):
             prompt = prompt or [EOT_ID]  # an empty context: the end-of-text token, as for scoring
             truncated = len(prompt) > room if self.generates else target.truncated
             requests.append(GenerationRequest(i, prompt[-room:], example["targets"], target, truncated))

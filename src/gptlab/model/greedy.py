@@ -30,7 +30,8 @@ def greedy_until(
 ) -> list[list[int]]:
     """The greedy continuation tokens of each left-padded prompt (B, T), each at most
     ``max_new_tokens`` long and ended by the first token after which ``answer_end(decoded text)``
-    is not None. ``T + max_new_tokens`` must fit the model's ``block_size``."""
+    is not None. The model reads the prompt and all but the last new token: ``T + max_new_tokens - 1``
+    must fit its ``block_size``."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
     batch, width = prompt_ids.shape
