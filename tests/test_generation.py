@@ -100,8 +100,9 @@ def test_a_lambada_line_without_text_names_file_and_line(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("task.generation.max_gen_toks=0", r"task.generation.max_gen_toks=0 must be an integer >= 1"),
-        ("task.generation.max_gen_toks=-3", r"task.generation.max_gen_toks=-3 must be an integer >= 1"),
+        ("task.generation.max_gen_toks=0", r"task.generation.max_gen_toks=0: must be >= 1"),
+        ("task.generation.max_gen_toks=-3", r"task.generation.max_gen_toks=-3: must be >= 1"),
+        ("task.generation.max_gen_toks=2.5", r"task.generation.max_gen_toks=2.5: must be an integer"),
         ("task.generation.until=stop", r"task.generation.until='stop' must be a list of non-empty strings"),
         ("task.generation.until=[1,2]", r"task.generation.until=\[1, 2\] must be a list of non-empty strings"),
         ("+task.generation.stop=[x]", r"unknown key\(s\) task.generation.\['stop'\]"),

@@ -44,8 +44,6 @@ SOURCES = {
     "wikitext2": "wikitext2/test.nonempty-crlf.raw",
 }
 LINES = {"lambada": 60, "triviaqa": 24, "wikitext2": 40}
-# lm-eval's triviaqa matching (its exact_match options)
-TRIVIAQA_MATCHING = {"ignore_case": True, "ignore_punctuation": True, "ignore_articles": False, "collapse_whitespace": False}
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +155,9 @@ def test_lambada_acc_and_perplexity_equal_lm_eval(setup_dirs: dict[str, Path], t
 
 @pytest.mark.slow
 def test_triviaqa_generations_equal_lm_eval(setup_dirs: dict[str, Path], tmp_path: Path) -> None:
-    until = [*TaskSpec.from_config(_composed_task(setup_dirs["root"], "triviaqa")).generation_spec.until]
-    until += frequent_tokens(setup_dirs["model"], setup_dirs["data_triviaqa"])
-    generation = {**TRIVIAQA_MATCHING, "until": until, "max_gen_toks": 24}
+    task = TaskSpec.from_config(_composed_task(setup_dirs["root"], "triviaqa"))  # lm-eval's matching rules
+    until = [*task.generation_spec.until, *frequent_tokens(setup_dirs["model"], setup_dirs["data_triviaqa"])]
+    generation = {**task.generation, "until": until, "max_gen_toks": 24}
     ours, predictions = gptlab_run(
         setup_dirs, tmp_path, "triviaqa", f"task.files.validation={setup_dirs['data_triviaqa'].name}",
         generation=generation,

@@ -234,7 +234,7 @@ def _incontext_problems(cfg: DictConfig) -> list[str]:
             f"regime={regime.name} with regime.fit=true: in-context regimes evaluate the backbone as it "
             "is (model.init_from) and never train"
         ]
-    if task_kind(cfg.task.kind).incontext == "perplexity" and regime.k == 0:
+    if scorer_node(cfg) == "perplexity":
         return []
     from gptlab.data.incontext import check_incontext_task  # the scorer's own rules
 

@@ -35,7 +35,7 @@ from gptlab.data.incontext import InContextDataModule, collate, left_padded, sco
 from gptlab.data.labeled import IndexedExamples
 from gptlab.data.prompts import Request, encode_requests
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
-from gptlab.tasks.metrics import GENERATED_METRICS, METRIC_FAMILIES
+from gptlab.tasks.metrics import METRIC_FAMILIES, check_metric_names, generation_needs
 
 
 @dataclass
@@ -69,14 +69,14 @@ class GenerativeDataModule(InContextDataModule):
     def check_task(self) -> None:
         super().check_task()
         spec = self.spec
-        family = METRIC_FAMILIES[spec.task_kind.metrics]
-        if not spec.metrics or (unknown := [m for m in spec.metrics if m not in family]):
+        check_metric_names(spec)
+        if not spec.metrics:
+            family = METRIC_FAMILIES[spec.task_kind.metrics]
             raise ValueError(
-                f"task {spec.name!r}: metrics={spec.metrics}; a generation task names one or more of "
-                f"{', '.join(family)}" + (f" (unknown: {unknown})" if spec.metrics else "")
+                f"task {spec.name!r}: metrics is empty; a generation task names some of {', '.join(family)}"
             )
         self.rules = spec.generation_spec
-        self.generates = any(m in GENERATED_METRICS for m in spec.metrics)
+        self.generates = generation_needs(spec)[0]
         if self.generates and self.rules.max_gen_toks >= self.block_size:
             raise ValueError(
                 f"task {spec.name!r}: task.generation.max_gen_toks={self.rules.max_gen_toks} leaves no room "

@@ -25,7 +25,7 @@ from gptlab.data.tokenizer import get_tokenizer
 from gptlab.lit.incontext import EvaluationModule, continuation_scores
 from gptlab.model.greedy import greedy_until
 from gptlab.tasks.answers import answer_end, answer_scores, cut_answer
-from gptlab.tasks.metrics import GENERATED_METRICS, LIKELIHOOD_METRICS, build_metrics, val_prefix
+from gptlab.tasks.metrics import build_metrics, generation_needs, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 # the per-example record entry each metric averages (perplexity: of the target's log-likelihood)
@@ -42,8 +42,7 @@ class GenerativeModule(EvaluationModule):
         self.spec, self.rules = spec, spec.generation_spec
         self.eval_splits, self.truncated = eval_splits, truncated
         self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
-        self.generates = any(m in GENERATED_METRICS for m in spec.metrics)
-        self.scores_target = any(m in LIKELIHOOD_METRICS for m in spec.metrics)
+        self.generates, self.scores_target = generation_needs(spec)
 
     def generate(self, batch: Mapping[str, Any]) -> list[str]:
         """The answer each prompt of ``batch`` generates (cut at its end, not yet stripped)."""
@@ -63,7 +62,7 @@ class GenerativeModule(EvaluationModule):
                 scores = answer_scores(generation, record["targets"], self.rules)
                 record.update(generation=generation, correct=bool(scores["exact_match"]), **scores)
         if self.scores_target:
-            loglik, greedy = continuation_scores(self.model, batch)
+            loglik, greedy = continuation_scores(self.model, batch, greedy=True)
             for record, ll, is_greedy in zip(records, loglik.tolist(), greedy.tolist()):
                 record.update(target_loglikelihood=ll, acc=float(is_greedy))
                 record.setdefault("correct", bool(is_greedy))

@@ -35,11 +35,13 @@ Batch = Mapping[str, torch.Tensor]
 LOGIT_CHUNK = 2048
 
 
-def token_scores(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(target | state), whether target is the state's argmax) for hidden states (M, C) and
-    their next tokens (M,); log-probabilities in fp32."""
+def token_scores(
+    model: GPT, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32, and with
+    ``greedy`` whether each target is its state's argmax (else None: the choice path never needs it)."""
     out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
-    greedy = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device)
+    is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
@@ -47,8 +49,9 @@ def token_scores(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> tup
             end = start + LOGIT_CHUNK
             logits = F.linear(hidden[start:end].float(), weight)
             out[start:end] = logits.log_softmax(-1).gather(1, targets[start:end, None]).squeeze(1)
-            greedy[start:end] = logits.argmax(-1) == targets[start:end]
-    return out, greedy
+            if is_argmax is not None:
+                is_argmax[start:end] = logits.argmax(-1) == targets[start:end]
+    return out, is_argmax
 
 
 def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -56,10 +59,10 @@ def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> t
     return token_scores(model, hidden, targets)[0]
 
 
-def continuation_scores(model: GPT, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract),
-    and whether each answer is the greedy continuation (every token the argmax: lm-eval's
-    ``is_greedy``)."""
+    and with ``greedy`` whether each answer is the greedy continuation (every token the argmax:
+    lm-eval's ``is_greedy``; else None)."""
     prefix, prefix_mask = batch["prefix_ids"], batch["prefix_mask"]
     answers, answer_mask = batch["continuation_ids"], batch["continuation_mask"]
     repeats = batch["num_choices"]
@@ -85,10 +88,12 @@ def continuation_scores(model: GPT, batch: Batch) -> tuple[torch.Tensor, torch.T
         mask = None if bool(step_mask.all()) else step_mask
         states.append(model.hidden_states(steps, mask, step_positions, cache))
     keep = answer_mask.bool()
-    logprobs, greedy = token_scores(model, torch.cat(states, 1)[keep], answers[keep])
+    logprobs, is_argmax = token_scores(model, torch.cat(states, 1)[keep], answers[keep], greedy)
     rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
     loglik = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
-    misses = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, (~greedy).float())
+    if is_argmax is None:
+        return loglik, None
+    misses = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, (~is_argmax).float())
     return loglik, misses == 0
 
 

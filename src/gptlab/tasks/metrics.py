@@ -179,6 +179,13 @@ GENERATION_METRICS: dict[str, MetricFactory] = {
     "acc": lambda spec: MeanMetric().set_dtype(torch.float64),
     "perplexity": lambda spec: TargetPerplexity().set_dtype(torch.float64),
 }
+
+
+def generation_needs(spec: TaskSpec) -> tuple[bool, bool]:
+    """Whether a generation task's metrics need (generations, the target's likelihood)."""
+    return any(m in GENERATED_METRICS for m in spec.metrics), any(m in LIKELIHOOD_METRICS for m in spec.metrics)
+
+
 # A kind's ``metrics`` entry (gptlab.tasks.kinds) names its family: metric name -> factory. The
 # language-modelling family's metrics are logged by gptlab.lit.lm (pre-training) and
 # gptlab.lit.rolling (zero-shot rolling perplexity), not built here.

@@ -130,9 +130,11 @@ class GenerationSpec:
                     f"task {task!r}: task.generation.{key}={found!r} must be a list of non-empty strings"
                 )
             values[key] = tuple(found)
-        gen_toks = values.get("max_gen_toks", 256)
-        if isinstance(gen_toks, bool) or not isinstance(gen_toks, int) or gen_toks < 1:
-            raise ValueError(f"task {task!r}: task.generation.max_gen_toks={gen_toks!r} must be an integer >= 1")
+        gen_toks = values.get("max_gen_toks", cls.max_gen_toks)
+        bound = next(f.metadata["bound"] for f in fields(cls) if f.name == "max_gen_toks")
+        integer = isinstance(gen_toks, int) and not isinstance(gen_toks, bool)
+        if problem := bound.problem(gen_toks) if integer else "must be an integer":
+            raise ValueError(f"task {task!r}: task.generation.max_gen_toks={gen_toks!r}: {problem}")
         for key in [f.name for f in fields(cls) if f.type == "bool"]:
             if not isinstance(values.get(key, True), bool):
                 raise ValueError(f"task {task!r}: task.generation.{key}={values[key]!r} must be true or false")
