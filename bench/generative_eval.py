@@ -86,6 +86,7 @@ def run_config(task: str, model: str, model_dir: Path, data: Path, output_dir: P
         f"model.init_from={model_dir}",
         f"task.data_dir={data.parent}",
         f"task.files.{SOURCES[task][1]}={data.name}",
+        *(["task.carve=null", "task.eval_splits=[validation]"] if task == "triviaqa" else []),  # lm-eval's split
         f"paths.output_dir={output_dir}",
         f"paths.cache_dir={cache_dir}",
         "logger=csv",

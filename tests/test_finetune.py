@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from gptlab.cli.train import result_rows, train
 from gptlab.data.contract import TaskDataModule
-from gptlab.lit.finetune import FinetuneModule, per_word, warmup_linear
+from gptlab.lit.base import warmup_linear
+from gptlab.lit.finetune import FinetuneModule, per_word
 from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.checkpoint import BACKBONE_PREFIX, read_checkpoint
 from gptlab.model.gpt import GPT

@@ -251,7 +251,8 @@ def test_few_shot_generation_run_writes_results_and_predictions(tmp_path: Path) 
     write_lines(tmp_path / "qa.jsonl", records)
     cfg = make_cfg(
         tmp_path, "regime=few_shot", "regime.k=2", "task=triviaqa", f"task.data_dir={tmp_path}",
-        "task.files.validation=qa.jsonl", "task.fields={context: q, target: a, aliases: more}",
+        "task.files.validation=qa.jsonl", "task.carve=null", "task.eval_splits=[validation]",
+        "task.fields={context: q, target: a, aliases: more}",
         "task.generation.max_gen_toks=4", "regime.batch_size=5", "regime.global_batch_size=5",
     )
     metrics = train(cfg)

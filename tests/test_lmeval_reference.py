@@ -160,6 +160,7 @@ def test_triviaqa_generations_equal_lm_eval(setup_dirs: dict[str, Path], tmp_pat
     generation = {**task.generation, "until": until, "max_gen_toks": 24}
     ours, predictions = gptlab_run(
         setup_dirs, tmp_path, "triviaqa", f"task.files.validation={setup_dirs['data_triviaqa'].name}",
+        "task.carve=null", "task.eval_splits=[validation]",  # lm-eval's triviaqa: the whole file
         generation=generation,
     )
     theirs, samples = lmeval_run(setup_dirs, "triviaqa", generation)

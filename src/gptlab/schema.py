@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gptlab.bounds import NO_BOUND, NON_NEGATIVE, POSITIVE, SEED, Bound
 from gptlab.model.gpt import GPTConfig
 from gptlab.node_check import TargetNode, check_node, show
-from gptlab.tasks.kinds import REGIME_NATURES, kinds_run_by, task_kind
+from gptlab.tasks.kinds import REGIME_NATURES, kinds_run_by, regime_node, task_kind
 from gptlab.tasks.spec import TaskSpec, renamed_keys
 
 
@@ -85,17 +85,18 @@ class PretrainRegimeSchema(_RegimeSchema):
 
 
 @dataclass(kw_only=True)
-class FinetuneRegimeSchema(_RegimeSchema):
-    pass
-
-
-@dataclass(kw_only=True)
 class ScorerSchema:
-    """An in-context regime's node for the kinds of one scorer (``generate``, ``perplexity``): the
-    DataModule and module their runs build instead of the regime's own."""
+    """A regime's node for the kinds of one scorer or objective (``generate``, ``perplexity``;
+    ``gptlab.tasks.kinds.regime_node``): the DataModule and module their runs build instead of
+    the regime's own."""
 
     datamodule: TargetNode = key()
     module: TargetNode = key()
+
+
+@dataclass(kw_only=True)
+class FinetuneRegimeSchema(_RegimeSchema):
+    generate: ScorerSchema | None = key(optional=True)
 
 
 @dataclass(kw_only=True)
@@ -175,15 +176,13 @@ def is_incontext(cfg: DictConfig) -> bool:
 
 
 def scorer_node(cfg: DictConfig) -> str | None:
-    """The regime node that builds an in-context run whose kind is not scored by choice: the
-    kind's scorer (``generate``, or ``perplexity`` at k = 0); None for the regime's own
-    ``datamodule``/``module`` (choice tasks, and runs that are no in-context evaluation)."""
-    if not is_incontext(cfg):
-        return None
-    scorer = task_kind(cfg.task.kind).incontext
-    if scorer == "generate" or (scorer == "perplexity" and cfg.regime.k == 0):
-        return scorer
-    return None
+    """The regime node a run is built from when the task's kind does not use the regime's own
+    ``datamodule``/``module`` (``gptlab.tasks.kinds.regime_node``): ``generate`` (generation tasks,
+    fine-tuned or in context) or ``perplexity`` (lm tasks at k = 0); else None."""
+    node = regime_node(cfg.task.kind, cfg.regime.nature)
+    if node == "perplexity" and cfg.regime.get("k", 0) != 0:
+        return None  # the choice scorer refuses it, saying why (check_incontext_task)
+    return node
 
 
 def check_across_nodes(cfg: DictConfig) -> list[str]:

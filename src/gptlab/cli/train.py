@@ -140,9 +140,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         rows = result_rows(cfg, metrics, datamodule, trainer)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)
-        if is_incontext(cfg) and isinstance(getattr(module, "predictions", None), PredictionLog):
+        if isinstance(getattr(module, "predictions", None), PredictionLog):
+            incontext = is_incontext(cfg)
             run = {"task": cfg.task.name, "regime": cfg.regime.name, "model": cfg.model.name,
-                   "k": cfg.regime.k, "fewshot_seed": cfg.regime.fewshot_seed, "prompt": datamodule.prompt_name}
+                   "k": cfg.regime.k if incontext else None,
+                   "fewshot_seed": cfg.regime.fewshot_seed if incontext else None, "prompt": datamodule.prompt_name}
             log.info("per-example output: %s", write_predictions(output_dir, run, module.predictions.records))
         log_results_table(trainer.loggers, rows)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
@@ -207,7 +209,7 @@ def result_rows(
             n_eval=splits.get(split),
             k=cfg.regime.k if incontext else None,
             fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
-            prompt=datamodule.prompt_name if incontext else None,
+            prompt=datamodule.prompt_name,
             chance=chance.get(split, {}).get(metric),
         )
         for (split, metric), value in values.items()

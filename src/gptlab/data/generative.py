@@ -8,7 +8,9 @@ two requests, as lm-evaluation-harness builds them:
 * a **prompt** to continue (``generate_until``): the context encoded whole and, when longer than
   ``block_size - generation.max_gen_toks`` tokens, cut on the left to that length;
 * its first **target** as a continuation (``loglikelihood``): ``target_delimiter + target``,
-  encoded as a choice answer is.
+  encoded as a choice answer is; a target longer than the window keeps its first
+  ``block_size`` tokens after one context token (``gptlab.data.prompts.fit_window``), where
+  lm-eval has no rule.
 
 Which of them a run scores follows the task's metrics (``gptlab.tasks.metrics``: ``exact_match``
 and ``f1`` generate, ``acc`` and ``perplexity`` score the target). A batch carries both, on top of
@@ -33,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from gptlab.data.incontext import InContextDataModule, collate, left_padded, scoring_batches
 from gptlab.data.labeled import IndexedExamples
-from gptlab.data.prompts import Request, encode_requests
+from gptlab.data.prompts import Request, encode_pairs, fit_window
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 from gptlab.tasks.metrics import METRIC_FAMILIES, check_metric_names, generation_needs
 
@@ -77,24 +79,29 @@ class GenerativeDataModule(InContextDataModule):
             )
         self.rules = spec.generation_spec
         self.generates = generation_needs(spec)[0]
-        if self.generates and self.rules.max_gen_toks >= self.block_size:
+        if (self.generates or self.rules.samples) and self.rules.max_gen_toks >= self.block_size:
             raise ValueError(
                 f"task {spec.name!r}: task.generation.max_gen_toks={self.rules.max_gen_toks} leaves no room "
                 f"for a prompt in block_size={self.block_size} (prompts keep block_size - max_gen_toks tokens)"
             )
 
     def encode(self, examples: list[dict[str, Any]], contexts: list[str]) -> list[GenerationRequest]:
-        targets = encode_requests(
-            contexts, [[ex["targets"][0]] for ex in examples], [0] * len(examples),
-            self.prompt.target_delimiter, self.block_size,
-        )
+        answers = [ex["targets"][0] for ex in examples]
+        pairs = encode_pairs(contexts, [[self.prompt.target_delimiter + answer] for answer in answers])
         room = self.block_size - self.rules.max_gen_toks
         prompts = get_tokenizer().encode_ordinary_batch(contexts)  # whole, as lm-eval's generate_until
         requests = []
-        for i, (example, prompt, target) in enumerate(zip(examples, prompts, targets)):
-            prompt = prompt or [EOT_ID]  # an empty context: the end-of-text token, as for scoring
-            truncated = len(prompt) > room if self.generates else target.truncated
-            requests.append(GenerationRequest(i, prompt[-room:], example["targets"], target, truncated))
+        for i, (example, answer, prompt, (context, (target,))) in enumerate(zip(examples, answers, prompts, pairs)):
+            # an empty context: the end-of-text token, as for scoring choices
+            prompt, context = prompt or [EOT_ID], context or [EOT_ID]
+            kept_context, kept_target = fit_window(context, target, self.block_size + 1)
+            scored = Request(
+                context=kept_context, continuations=[kept_target], choice_chars=[len(answer)], label=0,
+                truncated=len(kept_context) < len(context) or len(kept_target) < len(target),
+                index=i, answers=[answer],
+            )
+            truncated = len(prompt) > room if self.generates else scored.truncated
+            requests.append(GenerationRequest(i, prompt[-room:], example["targets"], scored, truncated))
         return requests
 
     def val_dataloader(self) -> list[DataLoader]:

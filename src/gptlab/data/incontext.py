@@ -103,7 +103,7 @@ def check_incontext_task(spec: TaskSpec, prompt: str | None = None) -> PromptSpe
 
 def _has_split(spec: TaskSpec, split: str) -> bool:
     # Hub and demo readers know their own splits; a missing one is their error, naming it.
-    return spec.format in ("hub", "demo") or split in spec.files
+    return spec.format in ("hub", "demo") or spec.has_split(split)
 
 
 def demonstration_split(spec: TaskSpec, k: int = 1) -> str:

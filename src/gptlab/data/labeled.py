@@ -228,10 +228,38 @@ def eval_batches(
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+class ResumableEpochs:
+    """Training batches from a ``BucketBatchSampler`` that a checkpoint can resume mid-epoch: the
+    DataModule's state is where in which epoch training stopped, so a resumed fit trains the
+    rest. Mixed into a ``TaskDataModule`` with ``seed`` and ``bucket_size``."""
+
+    _resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+
+    def bucket_sampler(self, lengths: Sequence[int], batch_size: int) -> BucketBatchSampler:
+        """This rank's length-bucketed training batches, resuming a restored epoch."""
+        rank, world_size = self.rank_world()
+        sampler = BucketBatchSampler(lengths, batch_size, self.bucket_size, self.seed, rank, world_size)
+        sampler.resume, self._resume = self._resume, None
+        return sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {
+            "epoch": trainer.current_epoch,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._resume = (state_dict["epoch"], state_dict["batches_done"])
+
+
 # ----------------------------------------------------------------------------- the datamodule
 
 
-class LabeledDataModule(TaskDataModule):
+class LabeledDataModule(ResumableEpochs, TaskDataModule):
     """Fine-tuning batches of a labelled task (kinds classification ... ner); see the module doc.
 
     After ``setup()``, besides the DataModule contract (``gptlab.data.contract``): ``spec`` has its
@@ -261,7 +289,6 @@ class LabeledDataModule(TaskDataModule):
         self.dropped_words: dict[str, int] = {}
         self._splits: dict[str, list[Transformed]] = {}
         self._collate = Collator(self.spec.task_kind.label == "tags", self.spec.regression)
-        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
@@ -319,27 +346,7 @@ class LabeledDataModule(TaskDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self._split(self.spec.train_split)
-        rank, world_size = self.rank_world()
-        sampler = BucketBatchSampler(
-            [ex.max_length for ex in data], self.batch_size, self.bucket_size, self.seed, rank, world_size
-        )
-        sampler.resume, self._resume = self._resume, None
-        return self._loader(data, sampler)
-
-    # -- checkpointing: where in which epoch training stopped, so a resumed fit trains the rest
-
-    def state_dict(self) -> dict[str, Any]:
-        trainer = self.trainer
-        if trainer is None:
-            return {}
-        return {
-            "epoch": trainer.current_epoch,
-            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._resume = (state_dict["epoch"], state_dict["batches_done"])
+        return self._loader(data, self.bucket_sampler([ex.max_length for ex in data], self.batch_size))
 
     def val_dataloader(self) -> list[DataLoader]:
         rank, world_size = self.rank_world()

@@ -57,17 +57,22 @@ def template_fields(template: str) -> list[str]:
 
 def check_template(task: str, prompt: PromptSpec, example: Example, where: str) -> None:
     """Refuse a template that reads a field the task's examples do not have, naming both."""
-    missing = [f for f in template_fields(prompt.template) if f not in example]
-    if missing:
-        raise ValueError(
-            f"task {task!r}, prompt {prompt.name!r}: the template {prompt.template!r} reads field(s) "
-            f"{missing}, which the {where} examples do not have; available fields: {sorted(example)}"
-        )
+    for template in prompt.templates:
+        if missing := [f for f in template_fields(template) if f not in example]:
+            raise ValueError(
+                f"task {task!r}, prompt {prompt.name!r}: the template {template!r} reads field(s) "
+                f"{missing}, which the {where} examples do not have; available fields: {sorted(example)}"
+            )
 
 
 def render(prompt: PromptSpec, example: Example) -> str:
-    """The example as the template writes it (lm-eval's ``doc_to_text``)."""
-    return _FORMATTER.vformat(prompt.template, (), example)
+    """The example as the template writes it (lm-eval's ``doc_to_text``): the first of the prompt's
+    templates whose fields are all non-empty in it, else its last."""
+    *firsts, last = prompt.templates
+    chosen = next(
+        (t for t in firsts if all(str(example.get(f, "")).strip() for f in template_fields(t))), last
+    )
+    return _FORMATTER.vformat(chosen, (), example)
 
 
 def answer_choices(prompt: PromptSpec, example: Example) -> list[str]:
@@ -137,6 +142,34 @@ class Request:
     answers: list[str] | None = None  # the answers as doc_to_choice gives them (per-example output)
 
 
+def encode_pairs(
+    contexts: Sequence[str], continuations: Sequence[Sequence[str]]
+) -> list[tuple[list[int], list[list[int]]]]:
+    """(context ids, ids of each continuation) for every context, as lm-eval's ``_encode_pair``
+    splits them (see the module doc's tokens; an empty context stays empty here)."""
+    encode = get_tokenizer().encode_ordinary_batch
+    kept = [context.rstrip() for context in contexts]
+    tails = [
+        [context[len(head):] + continuation for continuation in conts]
+        for context, head, conts in zip(contexts, kept, continuations)
+    ]
+    heads = encode(kept)
+    wholes = iter(encode([head + tail for head, conts in zip(kept, tails) for tail in conts]))
+    return [(head, [next(wholes)[len(head):] for _ in conts]) for head, conts in zip(heads, tails)]
+
+
+def fit_window(
+    prompt: list[int], response: list[int], window: int, min_prompt: int = 1
+) -> tuple[list[int], list[int]]:
+    """``prompt`` and ``response`` cut to at most ``window`` tokens together: the prompt keeps at
+    least its last ``min_prompt`` tokens (all when shorter), the response what that leaves (cut
+    on the right), and the prompt every token the response does not need (cut on the left).
+    ``min_prompt = 1`` is lm-eval's window for a continuation that fits."""
+    keep_response = min(len(response), window - min(len(prompt), min_prompt))
+    keep_prompt = min(len(prompt), window - keep_response)
+    return prompt[len(prompt) - keep_prompt :], response[:keep_response]
+
+
 def encode_requests(
     contexts: Sequence[str],
     choices: Sequence[Sequence[str]],
@@ -150,17 +183,9 @@ def encode_requests(
     as the continuation ``target_delimiter + answer``. The context is cut on the left to fit
     ``block_size`` together with the longest continuation (see the module doc).
     """
-    encode = get_tokenizer().encode_ordinary_batch
-    kept = [context.rstrip() for context in contexts]
-    tails = [
-        [context[len(head):] + target_delimiter + choice for choice in answers]
-        for context, head, answers in zip(contexts, kept, choices)
-    ]
-    heads = encode(kept)
-    wholes = iter(encode([head + tail for head, answers in zip(kept, tails) for tail in answers]))
+    pairs = encode_pairs(contexts, [[target_delimiter + choice for choice in answers] for answers in choices])
     requests = []
-    for i, (head, answers, label) in enumerate(zip(heads, choices, labels)):
-        continuations = [next(wholes)[len(head):] for _ in answers]
+    for i, ((head, continuations), answers, label) in enumerate(zip(pairs, choices, labels)):
         if not all(continuations):
             raise ValueError(f"example {i}: an answer of {list(answers)} encodes to no token at all")
         context = head or [EOT_ID]  # empty context: lm-eval's end-of-text prefix token

@@ -37,6 +37,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
+def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then linear decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
 class BackboneModule(pl.LightningModule):
     """Base of the modules that train ``self.model`` (a ``GPT``)."""
 
@@ -53,6 +60,17 @@ class BackboneModule(pl.LightningModule):
             eps=eps,
             fused=self.device.type in FUSED_ADAMW_DEVICES and not fp16_scaler,
         )
+
+    def adamw_warmup_linear(
+        self, lr: float, weight_decay: float, betas: tuple[float, float], eps: float, warmup_ratio: float
+    ) -> dict[str, Any]:
+        """``configure_optimizers``'s answer for fine-tuning (GPT-1): ``adamw``, its learning rate
+        warmed up over ``warmup_ratio`` of the run's steps, then decayed linearly to 0."""
+        optimizer = self.adamw(lr, weight_decay, betas, eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
         self,

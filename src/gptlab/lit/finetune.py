@@ -27,13 +27,6 @@ from gptlab.tasks.spec import TaskSpec
 Batch = Mapping[str, torch.Tensor]
 
 
-def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier: linear warm-up, then linear decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
 def per_word(values: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
     """Token-level ``values`` (B, T) moved to word slots (B, W) via ``word_index``; -100 pads.
 
@@ -159,8 +152,4 @@ class FinetuneModule(BackboneModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = self.adamw(hp.lr, hp.weight_decay, hp.betas, hp.eps)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(hp.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, warmup, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.adamw_warmup_linear(hp.lr, hp.weight_decay, hp.betas, hp.eps, hp.warmup_ratio)

@@ -5,9 +5,10 @@ Two scorers, as lm-evaluation-harness has them, chosen by the task's metrics:
 * ``exact_match``, ``f1`` (``generate_until``): the model continues each prompt greedily
   (``gptlab.model.greedy``), the generation is cut before the first stop string
   (``task.generation``) and compared with every target after normalisation (``gptlab.tasks.answers``);
-* ``acc``, ``perplexity`` (``loglikelihood``): the first target is scored as a continuation of the
-  context: ``acc`` when every one of its tokens is the greedy argmax, ``perplexity`` the
-  exponential of its mean negative log-likelihood over the examples.
+* ``acc``, ``perplexity``, ``ppl`` (``loglikelihood``): the first target is scored as a
+  continuation of the context: ``acc`` when every one of its tokens is the greedy argmax,
+  ``perplexity`` the exponential of its mean negative log-likelihood over the examples, ``ppl``
+  over the target tokens (an instruction task's response perplexity).
 
 Metrics are logged as ``val/<metric>`` (``val/<split>/<metric>`` with several eval splits), with
 ``val/n_truncated``; each example's generation and scores go to ``predictions`` (``PredictionLog``).
@@ -29,7 +30,9 @@ from gptlab.tasks.metrics import build_metrics, generation_needs, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 # the per-example record entry each metric averages (perplexity: of the target's log-likelihood)
-RECORD_KEYS = {"perplexity": "target_loglikelihood"}
+RECORD_KEYS = {"perplexity": "target_loglikelihood", "ppl": "target_loglikelihood"}
+# metrics averaged per target token: each example's value is divided by, and weighted with, its tokens
+PER_TOKEN = ("ppl",)
 
 
 class GenerativeModule(EvaluationModule):
@@ -44,13 +47,14 @@ class GenerativeModule(EvaluationModule):
         self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
         self.generates, self.scores_target = generation_needs(spec)
 
-    def generate(self, batch: Mapping[str, Any]) -> list[str]:
-        """The answer each prompt of ``batch`` generates (cut at its end, not yet stripped)."""
+    def generate(self, batch: Mapping[str, Any], rows: list[int] | None = None) -> list[str]:
+        """The answer each prompt of ``batch`` (of its ``rows``: all when None) generates, cut at
+        its end, not yet stripped."""
         rules, decode = self.rules, get_tokenizer().decode
-        tokens = greedy_until(
-            self.model, batch["prompt_ids"], batch["prompt_mask"], rules.max_gen_toks,
-            lambda text: answer_end(text, rules),
-        )
+        ids, mask = batch["prompt_ids"], batch["prompt_mask"]
+        if rows is not None:
+            ids, mask = ids[rows], mask[rows]
+        tokens = greedy_until(self.model, ids, mask, rules.max_gen_toks, lambda text: answer_end(text, rules))
         return [cut_answer(decode(row), rules) for row in tokens]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -61,16 +65,28 @@ class GenerativeModule(EvaluationModule):
             for record, generation in zip(records, self.generate(batch)):
                 scores = answer_scores(generation, record["targets"], self.rules)
                 record.update(generation=generation, correct=bool(scores["exact_match"]), **scores)
+        elif sampled := [row for row, record in enumerate(records) if record["index"] < self.rules.samples]:
+            for row, generation in zip(sampled, self.generate(batch, sampled)):
+                records[row]["generation"] = generation.strip()
         if self.scores_target:
             loglik, greedy = continuation_scores(self.model, batch, greedy=True)
-            for record, ll, is_greedy in zip(records, loglik.tolist(), greedy.tolist()):
-                record.update(target_loglikelihood=ll, acc=float(is_greedy))
+            tokens = batch["continuation_mask"].sum(1).tolist()
+            for record, ll, n, is_greedy in zip(records, loglik.tolist(), tokens, greedy.tolist()):
+                record.update(target_loglikelihood=ll, target_tokens=n, acc=float(is_greedy))
                 record.setdefault("correct", bool(is_greedy))
+        self.update_metrics(dataloader_idx, records)
+        self.predictions.add(self.eval_splits[dataloader_idx], records)
+
+    def update_metrics(self, dataloader_idx: int, records: list[dict[str, Any]]) -> None:
+        """Feed one batch's per-example records to the split's metrics."""
         metrics = self.val_metrics[dataloader_idx]
         for name in self.spec.metrics:
-            values = [record[RECORD_KEYS.get(name, name)] for record in records]
-            metrics[name].update(torch.tensor(values, dtype=torch.float64, device=self.device))
-        self.predictions.add(self.eval_splits[dataloader_idx], records)
+            values = torch.tensor([r[RECORD_KEYS.get(name, name)] for r in records], dtype=torch.float64)
+            if name in PER_TOKEN:
+                tokens = torch.tensor([r["target_tokens"] for r in records], dtype=torch.float64)
+                metrics[name].update((values / tokens).to(self.device), weight=tokens.to(self.device))
+            else:
+                metrics[name].update(values.to(self.device))
 
     def on_validation_epoch_end(self) -> None:
         logs = {}

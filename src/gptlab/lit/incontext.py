@@ -119,6 +119,7 @@ class EvaluationModule(pl.LightningModule):
     examples cut to fit, logged as ``n_truncated``), writing per-example ``predictions``."""
 
     DATAMODULE = ""  # the DataModule it reads, for errors
+    TRAINS = False  # a subclass that trains the backbone (gptlab.lit.sft) lets trainer.fit run
 
     def __init__(self, model: GPT) -> None:
         super().__init__()
@@ -130,7 +131,7 @@ class EvaluationModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         name = type(self).__name__
-        if stage == "fit":
+        if stage == "fit" and not self.TRAINS:
             raise ValueError(f"{name} does not train: run trainer.validate (regime.fit: false)")
         datamodule = self.trainer.datamodule
         if not all(hasattr(datamodule, key) for key in ("spec", "eval_splits", "truncated")):

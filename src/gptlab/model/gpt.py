@@ -148,11 +148,12 @@ def attention_mask_for(
     """Boolean mask (True = may attend) of shape (B|1, 1, q_len, past+q_len), or None when plain causal.
 
     Queries sit at absolute positions past..past+q_len-1. A query always sees itself, so a row
-    that is all padding never becomes a softmax over nothing (NaN).
+    that is all padding never becomes a softmax over nothing (NaN). ``key_valid`` is (B, keys), 1
+    for real tokens, or (B, q_len, keys) for packed sequences: which keys each query may see.
     """
     if key_valid is None and window is None and past == 0:
         return None  # SDPA's is_causal fast path
-    if q_len == 1 and window is None:  # one decoding step: the last position sees every valid key
+    if q_len == 1 and window is None and (key_valid is None or key_valid.dim() == 2):  # one decoding step: the last position sees every valid key
         if key_valid is None:
             return None  # (SDPA without a mask; is_causal is off for one query)
         allowed = key_valid.bool().clone()
@@ -166,7 +167,8 @@ def attention_mask_for(
         allowed = allowed & (q_pos - k_pos < window)
     allowed = allowed[None, None]
     if key_valid is not None:
-        allowed = allowed & key_valid[:, None, None, :].bool()
+        per_query = key_valid[:, None] if key_valid.dim() == 3 else key_valid[:, None, None, :]
+        allowed = allowed & per_query.bool()
         allowed = allowed | (q_pos == k_pos)[None, None]
     return allowed
 
@@ -314,13 +316,21 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, n_embd) for token ids ``idx`` (B, T).
 
         ``attention_mask`` (B, T): 1 for real tokens, 0 for padding. With a ``cache``, ``idx``
-        continues the cached positions and the cache is extended in place.
+        continues the cached positions and the cache is extended in place. ``segment_ids`` (B, T),
+        for several examples packed in one row: a token attends only to tokens of its own id (0
+        marks padding); give each example's ``position_ids`` from 0, and no mask or cache.
         """
         B, T = idx.shape
+        if segment_ids is not None:
+            if attention_mask is not None or cache is not None:
+                raise ValueError("segment_ids replaces attention_mask and takes no cache")
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            attention_mask = same & (segment_ids != 0)[:, None, :]
         past = cache.length if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(

@@ -23,6 +23,11 @@ entry               meaning, and where the named shape is implemented
                     log-likelihood of the documents, ``gptlab.data.rolling``), or None
                     (``not_incontext`` says why). A scorer other than ``choice`` is built from
                     the regime node of its name (``regime.generate``, ``regime.perplexity``)
+``finetune``        how ``regime=finetune`` trains it: ``head`` (a task head on the GPT-1
+                    transform, ``gptlab.lit.finetune``; the regime's own datamodule/module),
+                    ``generate`` (the LM loss on the target tokens only, evaluated by
+                    generating as in context, ``gptlab.data.sft``; built from the regime node
+                    ``regime.generate``), or None (not fine-tuned)
 ``regimes``         which regime natures run it (``REGIME_NATURES``; a regime YAML declares
                     its ``nature``)
 ==================  ========================================================================
@@ -39,6 +44,10 @@ from dataclasses import dataclass
 REGIME_NATURES = ("pretrain", "finetune", "incontext")
 LABEL_RULES = ("class", "tags", "choice", "text")
 INCONTEXT_SCORERS = ("choice", "generate", "perplexity")
+FINETUNE_OBJECTIVES = ("head", "generate")
+# the objectives and scorers built from the regime's own datamodule/module; any other is built from
+# the regime node named after it (regime.generate, regime.perplexity)
+OWN_NODE = ("choice", "head")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class TaskKind:
     chance: str | None = None
     incontext: str | None = None
     not_incontext: str = ""
+    finetune: str | None = None
     regimes: tuple[str, ...] = ()
     # normalised field -> source key used when a task names none (an lm corpus's "text" column)
     default_fields: tuple[tuple[str, str], ...] = ()
@@ -66,8 +76,10 @@ class TaskKind:
         assert self.incontext in (None, *INCONTEXT_SCORERS), self.incontext
         assert set(self.regimes) <= set(REGIME_NATURES), self.regimes
         assert (self.incontext is None) == bool(self.not_incontext), self.name
-        fine_tuned = self.head is not None and self.transform is not None
-        assert ("finetune" in self.regimes) == fine_tuned, self.name
+        assert self.finetune in (None, *FINETUNE_OBJECTIVES), self.finetune
+        assert ("finetune" in self.regimes) == (self.finetune is not None), self.name
+        with_head = self.head is not None and self.transform is not None
+        assert (self.finetune == "head") == with_head, self.name
 
     @property
     def all_fields(self) -> tuple[str, ...]:
@@ -104,6 +116,7 @@ _KINDS = (
         head="pooled",
         chance="majority",
         incontext="choice",
+        finetune="head",
         regimes=("finetune", "incontext"),
     ),
     TaskKind(
@@ -115,6 +128,7 @@ _KINDS = (
         head="pooled",
         chance="majority",
         incontext="choice",
+        finetune="head",
         regimes=("finetune", "incontext"),
     ),
     TaskKind(
@@ -127,6 +141,7 @@ _KINDS = (
         head="pooled_sum",
         chance="majority",
         incontext="choice",
+        finetune="head",
         regimes=("finetune", "incontext"),
     ),
     TaskKind(
@@ -139,17 +154,22 @@ _KINDS = (
         head="per_choice",
         chance="uniform_choice",
         incontext="choice",
+        finetune="head",
         regimes=("finetune", "incontext"),
     ),
     TaskKind(
         name="generation",
-        example='{"context": str, "target": str, "aliases": list[str]}; targets = [target, *aliases]',
+        example=(
+            '{"context": str, "target": str, "aliases": list[str], "input": str}; targets = [target, '
+            "*aliases]; input: a second part of the context for the prompt template (Alpaca's input)"
+        ),
         fields=("context", "target"),
-        optional_fields=("aliases",),
+        optional_fields=("aliases", "input"),
         label="text",
         metrics="generation",
         incontext="generate",
-        regimes=("incontext",),
+        finetune="generate",
+        regimes=("finetune", "incontext"),
     ),
     TaskKind(
         name="ner",
@@ -159,6 +179,7 @@ _KINDS = (
         transform="words",
         head="per_token",
         metrics="entity",
+        finetune="head",
         not_incontext=(
             "NER has a tag for every word: in-context scoring ranks whole answer continuations and "
             "has no per-word output; evaluate it with regime=finetune"
@@ -174,6 +195,14 @@ def task_kind(name: str) -> TaskKind:
     if name not in KINDS:
         raise ValueError(f"kind={name!r}; valid kinds: {', '.join(KINDS)}")
     return KINDS[name]
+
+
+def regime_node(kind: str, nature: str) -> str | None:
+    """The regime node a run of ``kind`` under a regime of ``nature`` is built from (``generate``,
+    ``perplexity``), or None for the regime's own datamodule/module."""
+    record = task_kind(kind)
+    node = {"incontext": record.incontext, "finetune": record.finetune}.get(nature)
+    return None if node in (None, *OWN_NODE) else node
 
 
 def kinds_run_by(nature: str) -> list[str]:

@@ -155,6 +155,16 @@ class TargetPerplexity(MeanMetric):
         return torch.exp(-super().compute())
 
 
+class TokenPerplexity(MeanMetric):
+    """``exp`` of the targets' negative log-likelihood per token (an instruction task's response
+    perplexity). ``update`` takes each target's mean log-likelihood per token, weighted by its tokens."""
+
+    higher_is_better = False
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(-super().compute())
+
+
 MetricFactory = Callable[[TaskSpec], Metric]
 
 CLASS_METRICS: dict[str, MetricFactory] = {
@@ -168,16 +178,18 @@ ENTITY_METRICS: dict[str, MetricFactory] = {
     score: (lambda spec, score=score: EntityScore(_labels(spec), score)) for score in EntityScore.SCORES
 }
 # Generation tasks: scores of the greedy generation (``gptlab.tasks.answers``), or of the target's
-# likelihood (lm-eval's loglikelihood output: ``acc`` = every target token is the greedy argmax).
-# Each is updated with one value per example.
+# likelihood (lm-eval's loglikelihood output: ``acc`` = every target token is the greedy argmax;
+# ``perplexity`` per example as lm-eval aggregates it, ``ppl`` per token). Each is updated with one
+# value per example (``ppl`` weighted by the example's target tokens).
 GENERATED_METRICS = ("exact_match", "f1")
-LIKELIHOOD_METRICS = ("acc", "perplexity")
+LIKELIHOOD_METRICS = ("acc", "perplexity", "ppl")
 # (float64 states: lm-eval averages Python floats, and LAMBADA's perplexity sums 5153 log-likelihoods)
 GENERATION_METRICS: dict[str, MetricFactory] = {
     "exact_match": lambda spec: MeanMetric().set_dtype(torch.float64),
     "f1": lambda spec: MeanMetric().set_dtype(torch.float64),
     "acc": lambda spec: MeanMetric().set_dtype(torch.float64),
     "perplexity": lambda spec: TargetPerplexity().set_dtype(torch.float64),
+    "ppl": lambda spec: TokenPerplexity().set_dtype(torch.float64),
 }
 
 

@@ -6,12 +6,20 @@ lists every kind's example, language modelling included), its label set, metrics
 used for in-context evaluation. Labels are indices into ``labels`` (class tasks) or floats
 (``labels: null`` with ``regression: true``, e.g. STS-B).
 
-**Prompts** (in-context evaluation, see ``gptlab.data.prompts``). ``prompt`` is the task's default
-template and ``prompts`` maps names to alternatives (``regime.prompt=<name>`` picks one); each is
-a ``PromptSpec``. ``template`` is a ``str.format`` string over the normalised example's fields,
-where a field may name a filter after a colon (``PROMPT_FILTERS``: ``{text:strip}``,
-``{text_b:sentence}``). ``choices`` are the verbalizers of the class labels, in label order, or
+**Prompts** (in-context evaluation, and the context of a fine-tuned generation task; see
+``gptlab.data.prompts``). ``prompt`` is the task's default template and ``prompts`` maps names to
+alternatives (``regime.prompt=<name>`` picks one); each is a ``PromptSpec``. ``template`` is a
+``str.format`` string over the normalised example's fields, where a field may name a filter after
+a colon (``PROMPT_FILTERS``: ``{text:strip}``, ``{text_b:sentence}``), or a list of them: an
+example takes the first whose fields are all non-empty in it (Alpaca's template with and without
+an input). ``choices`` are the verbalizers of the class labels, in label order, or
 null for multiple choice (each example's own answers).
+
+**Carved splits.** A task whose data has no training split names one to carve: ``carve: {from:
+<split in files>, seed: <int>, sizes: {<split>: <count>, ...}}`` shuffles the ``from`` split's
+examples with ``seed`` (the task's own, never the run's: every run sees the same split) and deals
+them out in the order of ``sizes``, each carved split kept in file order. A size of null takes
+all that the others leave.
 
 **Generation** (kind ``generation``). ``generation`` holds the decoding and answer-matching
 settings of a ``GenerationSpec``: stop strings (``until``), ``max_gen_toks`` and the
@@ -53,7 +61,7 @@ class PromptSpec:
     """
 
     name: str
-    template: str
+    template: str | tuple[str, ...]
     choices: list[str] | None = None
     choice_prefix: str = ""
     target_delimiter: str = " "
@@ -68,8 +76,13 @@ class PromptSpec:
             raise ValueError(f"{where}: expected a mapping with keys {sorted(known)}, got {values!r}")
         if unknown := sorted(set(values) - known):
             raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
-        if not isinstance(values.get("template"), str):
-            raise ValueError(f"{where}: needs a template string, e.g. \"{{text}}\\nAnswer:\"")
+        template = values.get("template")
+        if not isinstance(template, str) and not (
+            isinstance(template, (list, tuple)) and template and all(isinstance(t, str) for t in template)
+        ):
+            raise ValueError(
+                f"{where}: needs a template string (or a list of them), e.g. \"{{text}}\\nAnswer:\""
+            )
         if values.get("name", name) != name:
             raise ValueError(f"{where}: its name key says {values['name']!r}; drop it or make it {name!r}")
         choices = values.get("choices")
@@ -77,17 +90,26 @@ class PromptSpec:
             isinstance(choices, str) or not all(isinstance(c, str) and c for c in choices)
         ):
             raise ValueError(f"{where}: choices must be a list of non-empty strings or null, got {choices!r}")
-        prompt = cls(**{**values, "name": name, "choices": None if choices is None else list(choices)})
-        try:
-            parts = list(string.Formatter().parse(prompt.template))
-        except ValueError as err:
-            raise ValueError(f"{where}: template {prompt.template!r} is not a format string ({err})") from None
-        for _, _, spec, _ in parts:
-            if spec and spec not in PROMPT_FILTERS:
-                raise ValueError(
-                    f"{where}: unknown template filter {spec!r}; valid filters: {', '.join(PROMPT_FILTERS)}"
-                )
+        if not isinstance(template, str):
+            template = tuple(template)
+        prompt = cls(**{**values, "name": name, "template": template,
+                        "choices": None if choices is None else list(choices)})
+        for text in prompt.templates:
+            try:
+                parts = list(string.Formatter().parse(text))
+            except ValueError as err:
+                raise ValueError(f"{where}: template {text!r} is not a format string ({err})") from None
+            for _, _, spec, _ in parts:
+                if spec and spec not in PROMPT_FILTERS:
+                    raise ValueError(
+                        f"{where}: unknown template filter {spec!r}; valid filters: {', '.join(PROMPT_FILTERS)}"
+                    )
         return prompt
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The template strings, in the order an example tries them."""
+        return (self.template,) if isinstance(self.template, str) else self.template
 
 
 @dataclass(frozen=True)
@@ -103,11 +125,14 @@ class GenerationSpec:
     dropped (``ignore_articles``) and runs of whitespace made one space (``collapse_whitespace``),
     as SQuAD's and TriviaQA's official scripts do. The defaults are those scripts' rules.
     ``first_word`` keeps only the first word generated, ending the generation at its end (GPT-2's
-    LAMBADA protocol, where the answer is one word).
+    LAMBADA protocol, where the answer is one word). ``samples``: the first so many examples of each
+    eval split are generated even when no metric needs it, their answers written to
+    ``predictions.jsonl`` (an instruction task's sample answers, beside its response perplexity).
     """
 
     until: tuple[str, ...] = ()
     max_gen_toks: int = field(default=256, metadata=Bound(ge=1).metadata)
+    samples: int = field(default=0, metadata=Bound(ge=0).metadata)
     first_word: bool = False
     ignore_case: bool = True
     ignore_punctuation: bool = True
@@ -130,11 +155,12 @@ class GenerationSpec:
                     f"task {task!r}: task.generation.{key}={found!r} must be a list of non-empty strings"
                 )
             values[key] = tuple(found)
-        gen_toks = values.get("max_gen_toks", cls.max_gen_toks)
-        bound = next(f.metadata["bound"] for f in fields(cls) if f.name == "max_gen_toks")
-        integer = isinstance(gen_toks, int) and not isinstance(gen_toks, bool)
-        if problem := bound.problem(gen_toks) if integer else "must be an integer":
-            raise ValueError(f"task {task!r}: task.generation.max_gen_toks={gen_toks!r}: {problem}")
+        for key in ("max_gen_toks", "samples"):
+            found = values.get(key, getattr(cls, key))
+            bound = next(f.metadata["bound"] for f in fields(cls) if f.name == key)
+            integer = isinstance(found, int) and not isinstance(found, bool)
+            if problem := bound.problem(found) if integer else "must be an integer":
+                raise ValueError(f"task {task!r}: task.generation.{key}={found!r}: {problem}")
         for key in [f.name for f in fields(cls) if f.type == "bool"]:
             if not isinstance(values.get(key, True), bool):
                 raise ValueError(f"task {task!r}: task.generation.{key}={values[key]!r} must be true or false")
@@ -171,6 +197,8 @@ class TaskSpec:
     # kind generation: decoding and answer matching (a GenerationSpec mapping; see the module doc)
     generation: dict[str, Any] | None = None
     train_limit: int | None = field(default=None, metadata=Bound(ge=1).metadata)
+    # splits carved out of one split with the task's own seed: {from, seed, sizes} (see the module doc)
+    carve: dict[str, Any] | None = None
     # lm tasks without a validation split hold out this fraction of their corpus
     val_fraction: float = field(default=0.1, metadata=Bound(gt=0, lt=1).metadata)
 
@@ -197,9 +225,41 @@ class TaskSpec:
         if self.generation is not None and self.kind != "generation":
             raise ValueError(f"task {self.name!r}: generation settings are for kind 'generation', not {self.kind!r}")
         GenerationSpec.from_mapping(self.name, self.generation)  # a bad setting fails when the task is read
+        self._check_carve()
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)
+
+    def _check_carve(self) -> None:
+        if self.carve is None:
+            return
+        where = f"task {self.name!r}: carve"
+        example = "e.g. carve: {from: all, seed: 1234, sizes: {train: 2500, validation: null}}"
+        if not isinstance(self.carve, Mapping) or set(self.carve) != {"from", "seed", "sizes"}:
+            raise ValueError(f"{where}={self.carve!r} must have exactly the keys from, seed and sizes; {example}")
+        source, seed, sizes = self.carve["from"], self.carve["seed"], self.carve["sizes"]
+        if source not in self.files:
+            raise ValueError(f"{where}.from={source!r} is not a split in files ({sorted(self.files)})")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"{where}.seed={seed!r} must be an integer")
+        if not isinstance(sizes, Mapping) or not sizes:
+            raise ValueError(f"{where}.sizes={sizes!r} must map each carved split to a count; {example}")
+        for split, size in sizes.items():
+            if split in self.files:
+                raise ValueError(f"{where}.sizes: split {split!r} is also in files; carve it or read it, not both")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+                raise ValueError(f"{where}.sizes.{split}={size!r} must be a positive integer or null (the rest)")
+        if list(sizes.values()).count(None) > 1:
+            raise ValueError(f"{where}.sizes: at most one split may take the rest (null)")
+
+    @property
+    def carved(self) -> dict[str, int | None]:
+        """Carved split -> its size (null: the rest); empty without ``carve``."""
+        return dict(self.carve["sizes"]) if self.carve else {}
+
+    def has_split(self, split: str) -> bool:
+        """Whether the task's local data has ``split`` (a file entry or a carved split)."""
+        return split in self.files or split in self.carved
 
     @classmethod
     def from_config(cls, task: Mapping[str, Any] | DictConfig) -> TaskSpec:

@@ -9,6 +9,11 @@ examples as written, ``load_task`` / ``load_split`` the labelled examples with t
 **Formats.** ``FORMATS`` lists them: one reader per local file format (``files.py``), ``hub``
 (``hub.py``), and the built-in ``demo`` tasks and ``embedded`` corpus, which need no files.
 
+**Carved splits.** A split named in ``task.carve.sizes`` is dealt out of the ``from`` split's
+examples (``carve_split``): shuffled with the carve's own seed, cut in the order of ``sizes``, each
+part kept in file order, so every run of the task, fine-tuned or prompted, sees the same split. Its
+examples keep the file lines they came from.
+
 **Fields.** ``spec.fields`` maps a normalised field to where it lives in a source record
 (``records.py``); fixed-layout formats know their fields and a kind may have defaults (an ``lm``
 corpus reads column ``text``).
@@ -40,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +129,9 @@ def split_paths(spec: TaskSpec, split: str) -> list[Path]:
 def read_split(spec: TaskSpec, split: str) -> Raw:
     """One split's examples as written (class labels not yet ids), with where each came from."""
     check_format(spec)
-    if spec.format == "demo":
+    if split in spec.carved:
+        raw = carve_split(spec, split, read_split(spec, spec.carve["from"]))
+    elif spec.format == "demo":
         raw = _read_demo(spec, split)
     elif spec.format == "hub":
         raw = read_hub(spec, split)
@@ -134,6 +142,35 @@ def read_split(spec: TaskSpec, split: str) -> Raw:
     if raw.blank_lines:
         log.info("task %r, split %r: %s: skipped %d blank line(s)", spec.name, split, raw.source, raw.blank_lines)
     return raw
+
+
+def carve_split(spec: TaskSpec, split: str, whole: Raw) -> Raw:
+    """Carved split ``split`` of the examples ``whole`` of ``spec.carve['from']`` (see the module doc)."""
+    sizes, n = spec.carved, len(whole.examples)
+    fixed = sum(size for size in sizes.values() if size is not None)
+    rest = n - fixed
+    if rest < 0 or (rest == 0 and None in sizes.values()):
+        raise DataFormatError(
+            f"task {spec.name!r}: carve.sizes {sizes} ask for {fixed} examples"
+            f"{' and a non-empty rest' if None in sizes.values() else ''}, but split "
+            f"{spec.carve['from']!r} ({whole.source}) has {n}"
+        )
+    order = random.Random(spec.carve["seed"]).sample(range(n), n)
+    start = 0
+    for name, size in sizes.items():
+        size = rest if size is None else size
+        if name == split:
+            keep = sorted(order[start : start + size])
+            break
+        start += size
+    first = next(iter(sizes)) == split  # the source's blank lines are counted once, with its first part
+    return Raw(
+        f"{whole.source} (carved: {split!r}, {len(keep)} of {n}, carve.seed={spec.carve['seed']})",
+        [whole.examples[i] for i in keep],
+        [whole.locs[i] for i in keep],
+        whole.tags_on_lines,
+        whole.blank_lines if first else 0,
+    )
 
 
 def _read_files(spec: TaskSpec, split: str) -> Raw:
