@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.cli.sample import RULE, main, sample_text
+from gptlab.cli.sample import RULE, main, sample_text, task_prompt
+from gptlab.data.tokenizer import EOT_ID
 from gptlab.model.generate import GPT2_VOCAB_SIZE, generate
 from gptlab.model.gpt import GPT
 
@@ -250,3 +251,30 @@ def test_cli_reports_bad_sampling_arguments(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main([str(ckpt), "--top-p", "0"])
     assert "top_p" in capsys.readouterr().err
+
+
+def test_task_prompt_wraps_an_instruction_in_the_task_template() -> None:
+    plain = task_prompt("alpaca", "Name three colours.")
+    assert plain.endswith("### Instruction:\nName three colours.\n\n### Response:\n") and "### Input:" not in plain
+    assert "### Input:\nred, green\n\n### Response:\n" in task_prompt("alpaca", "Sort these.", "red, green")
+    with pytest.raises(ValueError, match=r"--task nope: no such task; valid tasks: .*alpaca"):
+        task_prompt("nope", "x")
+
+
+def test_cli_task_samples_print_the_answer_up_to_end_of_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_gpt
+) -> None:
+    model = tiny_gpt(vocab_size=50304, block_size=256)
+    with torch.no_grad():  # every state becomes v, and <|endoftext|> the likeliest next token by far
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.copy_(torch.linspace(-1, 1, model.config.n_embd))
+        model.wte.weight[EOT_ID] = 100 * model.ln_f.bias
+    ckpt = tmp_path / "model.ckpt"
+    save_tiny_checkpoint(model, ckpt)
+    main([str(ckpt), "--task", "alpaca", "--instruction", "Say hi.", "--num-samples", "2", "--temperature", "0"])
+    assert capsys.readouterr().out.split() == [RULE]  # two empty answers: each stopped at once
+    main([str(ckpt), "--prompt", "Say hi.", "--num-samples", "1", "--max-new-tokens", "3", "--temperature", "0"])
+    assert capsys.readouterr().out.strip() == "Say hi." + "<|endoftext|>" * 3  # no stop without --task
+    with pytest.raises(SystemExit):
+        main([str(ckpt), "--task", "alpaca"])
+    assert "--task and --instruction go together" in capsys.readouterr().err

@@ -1,6 +1,12 @@
 """``gptlab-sample``: print text sampled from a gptlab checkpoint.
 
     gptlab-sample runs/demo --prompt "Once upon a time" --num-samples 2 --temperature 0.8
+    gptlab-sample runs/sft --task alpaca --instruction "Name three primary colours."
+
+With ``--task`` the prompt is the task's template (``conf/task/<name>.yaml``, the one its
+fine-tuning used) filled with ``--instruction`` (the example's ``context``) and ``--input``, and
+each sample stops at ``<|endoftext|>``, which a fine-tuned model learned to write after an answer;
+only the answer is printed.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ def sample_text(
     top_p: float | None,
     seed: int,
     use_cache: bool = True,
+    stop_token: int | None = None,
 ) -> list[str]:
     """``num_samples`` continuations of ``prompt``, each returned as prompt + generated text.
 
     The samples are drawn as one batch on the model's device; ``seed`` makes them reproducible.
+    With ``stop_token``, a sample ends once it wrote it (the token's text stays in the sample).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -59,11 +67,35 @@ def sample_text(
         top_p=top_p,
         use_cache=use_cache,
         generator=generator,
+        stop_token=stop_token,
     )
     tokenizer = get_tokenizer()
     # Decode only the new ids and prepend the prompt as typed, so an empty prompt does not
     # print its implicit <|endoftext|>.
     return [prompt + tokenizer.decode(row.tolist()) for row in out[:, prompt_ids.numel():]]
+
+
+def task_prompt(task: str, instruction: str, input_text: str = "", prompt: str | None = None) -> str:
+    """The context task ``task``'s template (``prompt``: a named one) writes for an instruction
+    (the example's ``context`` field) and its optional input, as fine-tuning rendered it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    from gptlab.data.prompts import check_template, render
+    from gptlab.resources import config_dir
+    from gptlab.tasks.spec import TaskSpec
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        try:
+            node = compose(config_name="train", overrides=[f"task={task}"]).task
+        except MissingConfigException:
+            names = sorted(p.stem for p in (config_dir() / "task").glob("*.yaml"))
+            raise ValueError(f"--task {task}: no such task; valid tasks: {', '.join(names)}") from None
+    spec = TaskSpec.from_config(node)
+    template = spec.prompt_spec(prompt)
+    example = {"context": instruction, "input": input_text}
+    check_template(spec.name, template, example, "--instruction/--input")
+    return render(template, example)
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -92,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="\n",
         help="text to continue (default: %(default)r); an empty string starts from <|endoftext|>",
     )
+    parser.add_argument(
+        "--task", default=None, help="a generation task (e.g. alpaca) whose template wraps --instruction; "
+        "samples stop at <|endoftext|>",
+    )
+    parser.add_argument("--instruction", default=None, help="with --task: the instruction (or question)")
+    parser.add_argument("--input", default="", help="with --task: the instruction's input, if any")
+    parser.add_argument("--template", default=None, help="with --task: a named template of the task")
     parser.add_argument("--num-samples", type=int, default=3, help="default: %(default)s")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="default: %(default)s")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
@@ -117,10 +156,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prompt = args.prompt
+    if (args.task is None) != (args.instruction is None):
+        parser.error("--task and --instruction go together")
     try:
+        if args.task is not None:
+            prompt = task_prompt(args.task, args.instruction, args.input, args.template)
         samples = sample_text(
             model.to(device),
-            args.prompt,
+            prompt,
             num_samples=args.num_samples,
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
@@ -128,13 +172,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             top_p=args.top_p,
             seed=args.seed,
             use_cache=not args.no_cache,
+            stop_token=EOT_ID if args.task is not None else None,
         )
-    except ValueError as err:  # bad sampling arguments, reported like argparse's own errors
+    except ValueError as err:  # bad sampling arguments or task, reported like argparse's own errors
         parser.error(str(err))
     for i, text in enumerate(samples):
         if i:
             print(RULE)
-        print(text)
+        print(text[len(prompt):].split(EOT)[0].strip() if args.task is not None else text)
 
 
 if __name__ == "__main__":
