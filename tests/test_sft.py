@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gptlab.cli.report import main as report_main
-from gptlab.cli.train import build_all, scorer_config, train
+from gptlab.cli.train import build_all, train
 from gptlab.data.prompts import fit_window, render
 from gptlab.data.sft import SFTCollator, SFTDataModule, next_token_targets, pack_rows, sft_examples
 from gptlab.data.sources import load_task, read_split
@@ -224,7 +224,7 @@ def test_a_task_without_a_training_split_says_how_to_carve_one(tmp_path: Path) -
     cfg = make_cfg(tmp_path, "regime=finetune", "task=lambada", f"paths.data_dir={tmp_path}", "model=gpt-nano")
     # Hydra wraps the DataModule's ValueError in its InstantiationException, keeping the message
     with pytest.raises(Exception, match=r"task 'lambada' has no 'train' split to fine-tune on.*task.carve="):
-        build_all(scorer_config(cfg, "generate"))
+        build_all(cfg)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -232,12 +232,12 @@ def test_a_task_without_a_training_split_says_how_to_carve_one(tmp_path: Path) -
 
 def test_fine_tuning_lowers_held_out_response_perplexity(tmp_path: Path) -> None:
     write_qa(tmp_path / "qa.jsonl", 80)
-    cfg = scorer_config(make_cfg(
+    cfg = make_cfg(
         tmp_path, "regime=finetune", *QA_TASK, "task.carve.sizes={train: 64, test: null}", f"task.data_dir={tmp_path}",
-        "regime.generate.module.lr=3e-3", "trainer.max_steps=40", "trainer.max_epochs=-1", "trainer.val_check_interval=40",
+        "regime.module.lr=3e-3", "trainer.max_steps=40", "trainer.max_epochs=-1", "trainer.val_check_interval=40",
         "trainer.check_val_every_n_epoch=null",
         "regime.batch_size=16", "regime.global_batch_size=16",
-    ), "generate")
+    )
     datamodule, module, trainer = build_all(cfg)
     before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule)

@@ -60,15 +60,6 @@ def split_global_batch(global_batch: int, max_micro_batch: int, world: int) -> t
     return share // accumulate, accumulate
 
 
-def scorer_config(cfg: DictConfig, node: str) -> DictConfig:
-    """A copy of ``cfg`` whose DataModule and module are those of the regime's ``node`` (``generate``,
-    ``perplexity``): the in-context scorer of the task's kind."""
-    cfg = copy.deepcopy(cfg)
-    cfg.regime.datamodule = cfg.regime[node].datamodule
-    cfg.regime.module = cfg.regime[node].module
-    return cfg
-
-
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     """``last``: the newest checkpoint in this run dir's ``checkpoints/`` that verifies (a truncated
     or corrupt newer one is skipped with a warning). A path must exist and verify, else the error
@@ -100,8 +91,12 @@ def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
             cfg.regime.batch_size = micro_batch
-    datamodule = instantiate(cfg.regime.datamodule, _convert_="partial")
-    module = instantiate(cfg.regime.module, _convert_="partial")
+    # a kind with its own scorer or objective is built from the regime node named after it, whose
+    # settings may point at the regime's own (regime.generate.module.lr: ${regime.module.lr})
+    node = scorer_node(cfg)
+    built = cfg.regime[node] if node else cfg.regime
+    datamodule = instantiate(built.datamodule, _convert_="partial")
+    module = instantiate(built.module, _convert_="partial")
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     module.model.activation_checkpointing = bool(cfg.get("activation_checkpointing", False))
     if cfg.get("compile", False) and cfg.regime.get("fit", True):  # scoring alone never pays it back
@@ -121,10 +116,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     if node := scorer_node(cfg):
         log.info(
-            "task=%s (kind %s) is scored by %s: regime=%s builds regime.%s's DataModule and module",
-            cfg.task.name, cfg.task.kind, node, cfg.regime.name, node,
+            "task=%s (kind %s): regime=%s builds regime.%s's DataModule and module",
+            cfg.task.name, cfg.task.kind, cfg.regime.name, node,
         )
-        cfg = scorer_config(cfg, node)
     datamodule, module, trainer = build_all(cfg)
     log_resolved_config(trainer.loggers, cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)

@@ -35,9 +35,9 @@ class SFTModule(GenerativeModule, BackboneModule):
     def __init__(
         self,
         model: GPT,
-        lr: Annotated[float, POSITIVE] = 1e-4,
+        lr: Annotated[float, POSITIVE] = 6.25e-5,
         weight_decay: Annotated[float, NON_NEGATIVE] = 0.01,
-        warmup_ratio: Annotated[float, FRACTION] = 0.02,
+        warmup_ratio: Annotated[float, FRACTION] = 0.002,
         betas: Annotated[tuple[float, float], BETAS] = (0.9, 0.999),
         eps: Annotated[float, POSITIVE] = 1e-8,
     ) -> None:
