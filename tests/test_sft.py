@@ -230,18 +230,19 @@ def test_a_task_without_a_training_split_says_how_to_carve_one(tmp_path: Path) -
 # ----------------------------------------------------------------------------- runs
 
 
-def test_fine_tuning_lowers_held_out_response_perplexity(tmp_path: Path) -> None:
-    write_qa(tmp_path / "qa.jsonl", 80)
+def test_a_tiny_model_tuned_on_alpaca_lowers_held_out_response_perplexity(tmp_path: Path, shared_data: Path) -> None:
     cfg = make_cfg(
-        tmp_path, "regime=finetune", *QA_TASK, "task.carve.sizes={train: 64, test: null}", f"task.data_dir={tmp_path}",
-        "regime.module.lr=3e-3", "trainer.max_steps=40", "trainer.max_epochs=-1", "trainer.val_check_interval=40",
-        "trainer.check_val_every_n_epoch=null",
-        "regime.batch_size=16", "regime.global_batch_size=16",
+        tmp_path, "regime=finetune", "task=alpaca", f"paths.data_dir={shared_data}", "model=gpt-nano",
+        "model.block_size=128", "++task.train_limit=96", "task.carve.sizes={train: 1800, test: 24}",
+        "task.generation.samples=0", "regime.module.lr=3e-3", "trainer.max_steps=30", "trainer.max_epochs=-1",
+        "trainer.val_check_interval=30", "trainer.check_val_every_n_epoch=null",
+        "regime.batch_size=16", "regime.global_batch_size=16", "regime.generate.datamodule.pack=true",
     )
     datamodule, module, trainer = build_all(cfg)
     before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule)
     after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    assert datamodule.num_train_examples == 96 and datamodule.truncated_responses > 0  # long answers, cut
     assert after["val/ppl"] < before["val/ppl"] / 10, (before, after)
     assert after["val/loss"] == pytest.approx(torch.log(torch.tensor(after["val/ppl"])).item(), rel=1e-4)
 
@@ -264,3 +265,6 @@ def test_fine_tuned_and_prompted_rows_of_one_task_share_one_report_table(tmp_pat
     assert [cell.strip() for cell in row.split("|")[1:-1]][:4] == ["triviaqa", "test", "exact_match", "gpt-nano"]
     assert len(row.split("|")) == len(header.split("|"))
     assert (tmp_path / "report" / "plots" / "triviaqa.png").is_file()
+    report = (tmp_path / "report" / "report.md").read_text()
+    wrong = sum(not p["correct"] for p in predictions)
+    assert f"- {tmp_path / 'tuned' / 'run'}: triviaqa finetune, 10 examples, {wrong} wrong" in report

@@ -69,15 +69,19 @@ def log_to_wandb(cells: list[Cell], shown: list[Cell], plots: dict[str, Path], o
 
 
 def predictions_section(dirs: Sequence[str]) -> str:
-    """Markdown listing the in-context runs' ``predictions.jsonl`` files: examples and how many were wrong."""
+    """Markdown listing the runs' ``predictions.jsonl`` files (in-context runs, fine-tuned generation
+    tasks): examples and how many were wrong."""
     runs: dict[str, list[dict]] = {}
     for row in load_predictions(dirs):
         runs.setdefault(row["run_dir"], []).append(row)
-    lines = [
-        f"- {run}: {rows[0]['task']} {rows[0]['regime']} k={rows[0]['k']}, {len(rows)} examples, "
-        f"{sum(not row['correct'] for row in rows)} wrong"
-        for run, rows in runs.items()
-    ]
+    lines = []
+    for run, rows in runs.items():
+        k = rows[0]["k"]
+        shots = "" if k is None else f" k={k}"  # fine-tuning runs have no k
+        lines.append(
+            f"- {run}: {rows[0]['task']} {rows[0]['regime']}{shots}, {len(rows)} examples, "
+            f"{sum(not row['correct'] for row in rows)} wrong"
+        )
     return "\n## Per-example predictions (predictions.jsonl)\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
