@@ -97,3 +97,21 @@ def test_incontext_scoring_sides_match_a_plain_forward(bench_script):
 
     torch.testing.assert_close(shared, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(separate, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_sft_throughput_quick_run_checks_the_loss(bench_script, monkeypatch, shared_data):
+    """sft_throughput's quick run: both sides give one padded batch the same loss (the same masking),
+    and every side trains at a positive rate; the 2x target is left to the real run."""
+    monkeypatch.setenv("GPTLAB_SHARED_DATA", str(shared_data))
+    benchmarks = BENCH.parent / "BENCHMARKS.md"
+    before = benchmarks.read_bytes() if benchmarks.exists() else None
+
+    report = bench_script("sft_throughput").main(["--quick", "--no-write"])
+
+    speed, same_loss = report.targets
+    assert same_loss.met, same_loss.line()
+    assert speed.value > 0
+    examples_per_s = next(row for row in report.rows if row[0].startswith("examples/s"))
+    assert len(examples_per_s) == 4 and all(float(v.replace(",", "")) > 0 for v in examples_per_s[1:])
+    assert (benchmarks.read_bytes() if benchmarks.exists() else None) == before  # --no-write wrote nothing

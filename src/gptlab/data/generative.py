@@ -48,7 +48,7 @@ class GenerationRequest:
     prompt: list[int]
     targets: list[str]
     target: Request  # targets[0] as the continuation of the context
-    truncated: bool  # the prompt (or, scoring the target only, the context) was cut on the left
+    truncated: bool  # cut to fit: the prompt (generating), else the context or the target (fit_window)
 
 
 def collate_generation(requests: Sequence[GenerationRequest]) -> dict[str, Any]:
