@@ -34,7 +34,7 @@ EXAMPLE_FIELDS = {
     "similarity": {"text_a", "text_b"},
     "multiple_choice": {"context"},
     "ner": {"tokens"},
-    "generation": {"context"},
+    "generation": {"context", "input"},
 }
 
 
@@ -445,9 +445,12 @@ def test_task_yaml_composes_into_a_task_spec(compose_config, name: str) -> None:
     if name == "mnli":
         assert spec.eval_splits == ["validation_matched", "validation_mismatched"]
     if spec.prompt is not None:  # the template names only fields of the task's normalised example
-        used = {f for _, f, _, _ in string.Formatter().parse(spec.prompt["template"]) if f}
+        templates = spec.prompt_spec().templates
+        used = {f for template in templates for _, f, _, _ in string.Formatter().parse(template) if f}
         assert used <= EXAMPLE_FIELDS[spec.kind], used
-        assert spec.prompt["target_delimiter"] == " " and spec.prompt["fewshot_delimiter"] == "\n\n"
+        # Alpaca's response follows its template's "### Response:\n" directly (Stanford Alpaca's format)
+        assert spec.prompt["target_delimiter"] == ("" if name == "alpaca" else " ")
+        assert spec.prompt["fewshot_delimiter"] == "\n\n"
         choices = spec.prompt["choices"]
         if spec.kind == "multiple_choice":
             assert choices is None

@@ -360,7 +360,7 @@ def test_zero_shot_on_a_language_modelling_task_reports_perplexity(
     cfg = incontext_cfg(tmp_path, "regime=zero_shot", "task=demo_corpus")
     with caplog.at_level(logging.INFO, logger="gptlab"):
         metrics = train(cfg)
-    assert "is scored by perplexity" in caplog.text
+    assert "builds regime.perplexity's DataModule and module" in caplog.text
     assert metrics["val/ppl"] == pytest.approx(torch.tensor(metrics["val/loss"]).exp().item(), rel=1e-5)
     rows = read_results(tmp_path / "run" / "results.jsonl")
     keys = {(r["metric"], r["regime"], r["k"], r["chance"]) for r in rows}
