@@ -11,23 +11,23 @@ prompt and on padding, so only the answer is learned.
 tokens (the model reads all but the last). A longer one keeps its prompt's last tokens, at most
 half of that window, and gives the response the rest: a response longer than that is cut on the
 right (and loses its ``<|endoftext|>``), a shorter one leaves the prompt more. Every example keeps
-at least one prompt and one response token, so no loss is ever empty. ``truncated_prompts`` and ``truncated_responses`` count
-the training examples each cut touched; both are logged.
+at least one prompt and one response token, so no loss is ever empty. ``truncated_prompts`` and
+``truncated_responses`` count the training examples each cut touched; both are logged.
 
 **Batches** (the contract with ``gptlab.lit.sft.SFTModule``). Training batches hold
 ``batch_size`` examples, length-bucketed as the labelled tasks' (``gptlab.data.labeled``:
 ``BucketBatchSampler``, resumable mid-epoch) and padded to their longest:
 
-================  =============  ==============================================================
-key               tensor         meaning
-================  =============  ==============================================================
-``input_ids``     long (R, T)    tokens the model reads, right-padded with ``FILL_ID``
-``targets``       long (R, T)    the next token on response positions, else -100
-``attention_mask``long (R, T)    1 on tokens, 0 on padding (without packing)
-``position_ids``  long (R, T)    packing: each example's positions from 0
-``segment_ids``   long (R, T)    packing: which example of the row a token belongs to (1, 2, ...;
-                                 0 on padding); attention stays inside each example
-================  =============  ==============================================================
+==================  =============  ============================================================
+key                 tensor         meaning
+==================  =============  ============================================================
+``input_ids``       long (R, T)    tokens the model reads, right-padded with ``FILL_ID``
+``targets``         long (R, T)    the next token on response positions, else -100
+``attention_mask``  long (R, T)    1 on tokens, 0 on padding (without packing)
+``position_ids``    long (R, T)    packing: each example's positions from 0
+``segment_ids``     long (R, T)    packing: which example of the row a token belongs to (1, 2,
+                                   ...; 0 on padding); attention stays inside each example
+==================  =============  ============================================================
 
 R = ``batch_size`` rows without packing. With ``pack: true`` a batch's examples are packed into
 as few rows of at most ``block_size`` tokens as first-fit by decreasing length finds, so short
