@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import xml.parsers.expat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -221,6 +222,39 @@ def _read_json(
     return _add_records(spec, Raw(str(path)), located, fields, options)
 
 
+def hellaswag_clean(text: str) -> str:
+    """lm-evaluation-harness's hellaswag ``preprocess``: WikiHow's ``[title]`` markers become
+    sentence breaks, other bracketed markers go, double spaces become one."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def _read_hellaswag_txt(
+    spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
+) -> Raw:
+    # Six lines per example: "activity_label: ctx", the gold index, then the four endings. Every
+    # line counts (an ending may be short), so no line is skipped as blank.
+    found = lines(text)
+    if found[-1] == "":  # the file's final newline ends no line
+        found.pop()
+    if len(found) % 6:
+        raise DataFormatError(
+            f"{path}: {len(found)} lines, not a multiple of 6 (context, gold index, four endings per example)"
+        )
+    records = []
+    for first in range(0, len(found), 6):
+        loc = Loc(str(path), "line", first + 1)
+        context, gold, *endings = found[first : first + 6]
+        if gold.strip() not in ("0", "1", "2", "3"):
+            raise DataFormatError(f"{path}, line {first + 2}: gold index {gold!r}, expected 0-3")
+        records.append((loc, {
+            "context": hellaswag_clean(context),
+            "choices": [hellaswag_clean(ending) for ending in endings],
+            "label": gold.strip(),
+        }))
+    return _add_records(spec, Raw(str(path)), records, fields, options)
+
+
 def _read_text(
     spec: TaskSpec, path: Path, text: str, fields: Mapping[str, Any], options: Mapping[str, Any]
 ) -> Raw:
@@ -316,6 +350,13 @@ FILE_FORMATS: dict[str, FileFormat] = {
         _read_last_word_jsonl,
         ("text",),
         {"context": "context", "target": "target"},
+    ),
+    "hellaswag_txt": FileFormat(
+        "HellaSwag in six lines per example: 'activity_label: ctx', the gold index (0-3), four endings; "
+        "context and endings cleaned as lm-evaluation-harness's hellaswag preprocess cleans them",
+        _read_hellaswag_txt,
+        ("choice",),
+        {"context": "context", "choices": "choices", "label": "label"},
     ),
     "jsonl": FileFormat("one JSON object per line; fields name its keys (dotted paths reach nested keys)", _read_jsonl),
     "json": FileFormat("a JSON array of objects (or JSON lines); fields name their keys", _read_json),
