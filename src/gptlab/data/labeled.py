@@ -61,6 +61,9 @@ from gptlab.tasks.spec import TaskSpec
 log = logging.getLogger(__name__)
 
 
+# Training batches are length-sorted within chunks of this many batches (see the module doc's order)
+BUCKET_SIZE = 50
+
 # ----------------------------------------------------------------------------- examples -> token ids
 
 
@@ -279,7 +282,7 @@ class LabeledDataModule(ResumableEpochs, TaskDataModule):
         seed: Annotated[int, SEED] = 1234,
         eval_batch_size: Annotated[int | None, POSITIVE] = None,
         num_workers: Annotated[int, NON_NEGATIVE] = 0,
-        bucket_size: Annotated[int, POSITIVE] = 50,
+        bucket_size: Annotated[int, POSITIVE] = BUCKET_SIZE,
     ) -> None:
         check_arguments(LabeledDataModule.__init__, locals())
         super().__init__(task)

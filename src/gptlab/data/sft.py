@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 from gptlab.bounds import NON_NEGATIVE, POSITIVE, SEED, check_arguments
 from gptlab.data.generative import GenerativeDataModule
 from gptlab.data.incontext import FILL_ID
-from gptlab.data.labeled import IndexedExamples, ResumableEpochs
+from gptlab.data.labeled import BUCKET_SIZE, IndexedExamples, ResumableEpochs
 from gptlab.data.prompts import check_template, encode_pairs, fit_window, render
 from gptlab.data.sources import load_task
 from gptlab.data.tokenizer import EOT_ID
@@ -173,7 +173,7 @@ class SFTDataModule(ResumableEpochs, GenerativeDataModule):
         eval_batch_size: Annotated[int | None, POSITIVE] = None,
         prompt: str | None = None,
         pack: bool = False,
-        bucket_size: Annotated[int, POSITIVE] = 50,
+        bucket_size: Annotated[int, POSITIVE] = BUCKET_SIZE,
         num_workers: Annotated[int, NON_NEGATIVE] = 0,
     ) -> None:
         check_arguments(SFTDataModule.__init__, locals())

@@ -37,6 +37,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
+# GPT-1's fine-tuning optimizer (section 4.1): the defaults of both fine-tuning modules
+# (gptlab.lit.finetune with a task head, gptlab.lit.sft on the answer tokens)
+FINETUNE_LR = 6.25e-5
+FINETUNE_WEIGHT_DECAY = 0.01
+FINETUNE_WARMUP_RATIO = 0.002
+FINETUNE_BETAS = (0.9, 0.999)
+FINETUNE_EPS = 1e-8
+
+
 def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
     """Learning-rate multiplier: linear warm-up, then linear decay to 0 at ``total_steps``."""
     if step < warmup_steps:

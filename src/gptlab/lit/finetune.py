@@ -16,7 +16,14 @@ from torchmetrics import MeanMetric
 
 from gptlab.bounds import BETAS, FRACTION, NON_NEGATIVE, POSITIVE, check_arguments
 from gptlab.data.contract import TaskDataModule
-from gptlab.lit.base import BackboneModule
+from gptlab.lit.base import (
+    FINETUNE_BETAS,
+    FINETUNE_EPS,
+    FINETUNE_LR,
+    FINETUNE_WARMUP_RATIO,
+    FINETUNE_WEIGHT_DECAY,
+    BackboneModule,
+)
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
 from gptlab.model.heads import TaskHead
@@ -55,12 +62,12 @@ class FinetuneModule(BackboneModule):
         model: GPT,
         task: Mapping[str, Any],
         lm_lambda: Annotated[float, NON_NEGATIVE] = 0.5,
-        lr: Annotated[float, POSITIVE] = 6.25e-5,
-        weight_decay: Annotated[float, NON_NEGATIVE] = 0.01,
-        warmup_ratio: Annotated[float, FRACTION] = 0.002,
+        lr: Annotated[float, POSITIVE] = FINETUNE_LR,
+        weight_decay: Annotated[float, NON_NEGATIVE] = FINETUNE_WEIGHT_DECAY,
+        warmup_ratio: Annotated[float, FRACTION] = FINETUNE_WARMUP_RATIO,
         classifier_dropout: Annotated[float, FRACTION] = 0.1,
-        betas: Annotated[tuple[float, float], BETAS] = (0.9, 0.999),
-        eps: Annotated[float, POSITIVE] = 1e-8,
+        betas: Annotated[tuple[float, float], BETAS] = FINETUNE_BETAS,
+        eps: Annotated[float, POSITIVE] = FINETUNE_EPS,
     ) -> None:
         check_arguments(FinetuneModule.__init__, locals())
         super().__init__()

@@ -18,7 +18,14 @@ import torch.nn as nn
 from torchmetrics import MeanMetric
 
 from gptlab.bounds import BETAS, FRACTION, NON_NEGATIVE, POSITIVE, check_arguments
-from gptlab.lit.base import BackboneModule
+from gptlab.lit.base import (
+    FINETUNE_BETAS,
+    FINETUNE_EPS,
+    FINETUNE_LR,
+    FINETUNE_WARMUP_RATIO,
+    FINETUNE_WEIGHT_DECAY,
+    BackboneModule,
+)
 from gptlab.lit.generative import GenerativeModule
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
@@ -35,11 +42,11 @@ class SFTModule(GenerativeModule, BackboneModule):
     def __init__(
         self,
         model: GPT,
-        lr: Annotated[float, POSITIVE] = 6.25e-5,
-        weight_decay: Annotated[float, NON_NEGATIVE] = 0.01,
-        warmup_ratio: Annotated[float, FRACTION] = 0.002,
-        betas: Annotated[tuple[float, float], BETAS] = (0.9, 0.999),
-        eps: Annotated[float, POSITIVE] = 1e-8,
+        lr: Annotated[float, POSITIVE] = FINETUNE_LR,
+        weight_decay: Annotated[float, NON_NEGATIVE] = FINETUNE_WEIGHT_DECAY,
+        warmup_ratio: Annotated[float, FRACTION] = FINETUNE_WARMUP_RATIO,
+        betas: Annotated[tuple[float, float], BETAS] = FINETUNE_BETAS,
+        eps: Annotated[float, POSITIVE] = FINETUNE_EPS,
     ) -> None:
         check_arguments(SFTModule.__init__, locals())
         super().__init__(model)

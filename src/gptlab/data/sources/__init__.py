@@ -126,11 +126,12 @@ def split_paths(spec: TaskSpec, split: str) -> list[Path]:
     return paths
 
 
-def read_split(spec: TaskSpec, split: str) -> Raw:
-    """One split's examples as written (class labels not yet ids), with where each came from."""
+def read_split(spec: TaskSpec, split: str, carved_from: Raw | None = None) -> Raw:
+    """One split's examples as written (class labels not yet ids), with where each came from.
+    ``carved_from``: the carve's ``from`` split, when the caller has read it already."""
     check_format(spec)
     if split in spec.carved:
-        raw = carve_split(spec, split, read_split(spec, spec.carve["from"]))
+        raw = carve_split(spec, split, carved_from or read_split(spec, spec.carve["from"]))
     elif spec.format == "demo":
         raw = _read_demo(spec, split)
     elif spec.format == "hub":
@@ -227,7 +228,9 @@ def load_task(
             "gptlab.data.sources.documents)"
         )
     splits = [spec.train_split, *(s for s in spec.eval_splits if s != spec.train_split)]
-    raw = {split: read_split(spec, split) for split in splits}
+    # the file the carved splits are dealt from is read once for all of them
+    whole = read_split(spec, spec.carve["from"]) if any(s in spec.carved for s in splits) else None
+    raw = {split: read_split(spec, split, whole) for split in splits}
     if spec.labels is None and needs_label_set(spec):
         spec = dataclasses.replace(spec, labels=label_set(raw[spec.train_split], spec.task_kind.label_field))
         log.info(
