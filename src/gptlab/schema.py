@@ -105,6 +105,7 @@ class InContextRegimeSchema(_RegimeSchema):
     k: int = key(NON_NEGATIVE)
     fewshot_seed: int = key()
     prompt: str | None = key(optional=True)
+    mutual_info: str | None = key(optional=True)
     generate: ScorerSchema | None = key(optional=True)
     perplexity: ScorerSchema | None = key(optional=True)
 
@@ -238,7 +239,7 @@ def _incontext_problems(cfg: DictConfig) -> list[str]:
     from gptlab.data.incontext import check_incontext_task  # the scorer's own rules
 
     try:
-        check_incontext_task(TaskSpec.from_config(cfg.task), regime.get("prompt"))
+        check_incontext_task(TaskSpec.from_config(cfg.task), regime.get("prompt"), regime.get("mutual_info"))
     except ValueError as err:
         return [str(err)]
     return []

@@ -16,12 +16,18 @@ key                    tensor        meaning
 ``continuation_ids``   long (N, L)   each answer's tokens (the examples' answers in order),
                                      right-padded with ``FILL_ID``
 ``continuation_mask``  long (N, L)   1 on answer tokens, 0 on padding
+``score_mask``         long (N, L)   1 on the answer tokens scored (a multiple-input answer's
+                                     own context tokens condition but are not scored)
 ``num_choices``        long (B,)     answers of each example
 ``choice_chars``       float (N,)    characters of each answer (``acc_norm``)
 ``labels``             long (B,)     index of the right answer
 ``index``              long (B,)     each example's position in its split
 ``answers``            list (B,)     each example's answers as text (per-example output)
 =====================  ============  ==========================================================
+
+With ``mutual_info`` the batch also holds ``unconditional_prefix`` (1, T0), the unconditional
+context every answer is scored after, and ``unconditional_ids`` / ``unconditional_mask`` (N, L'),
+the answers' tokens after it.
 
 **Order.** Each eval split runs longest context first (little padding, an out-of-memory batch
 shows at once); ranks take the sorted examples round-robin, so each is scored exactly once and
@@ -45,8 +51,11 @@ from gptlab.data.contract import TaskDataModule
 from gptlab.data.labeled import IndexedExamples, check_labels
 from gptlab.data.prompts import (
     Request,
+    UNCONDITIONAL_CONTEXTS,
+    Context,
     answer_choices,
     check_template,
+    encode_multiple_input,
     encode_requests,
     fewshot_contexts,
 )
@@ -63,9 +72,21 @@ FILL_ID = 0
 DEMONSTRATION_SPLITS = ("validation", "test")
 
 
-def check_incontext_task(spec: TaskSpec, prompt: str | None = None) -> PromptSpec:
-    """The prompt to evaluate ``spec`` with; a task in-context scoring cannot run is an error saying why."""
+def check_incontext_task(spec: TaskSpec, prompt: str | None = None, mutual_info: str | None = None) -> PromptSpec:
+    """The prompt to evaluate ``spec`` with; a task in-context scoring cannot run, or cannot score
+    unconditionally as ``mutual_info`` asks, is an error saying why."""
+    if mutual_info not in (None, *UNCONDITIONAL_CONTEXTS):
+        raise ValueError(
+            f"mutual_info={mutual_info!r}; valid: null (off), "
+            + ", ".join(f"{name} (unconditional context {text!r})" for name, text in UNCONDITIONAL_CONTEXTS.items())
+        )
     kind = spec.task_kind
+    if mutual_info is not None and (kind.incontext != "choice" or spec.kind == "multiple_input"):
+        raise ValueError(
+            f"mutual_info={mutual_info!r}: task {spec.name!r} (kind {spec.kind}) has no answers to score "
+            "unconditionally: only tasks that choose among answer continuations do (a multiple_input "
+            "task scores one continuation after each of its contexts)"
+        )
     if kind.incontext == "perplexity":
         raise ValueError(
             f"task {spec.name!r} is a language-modelling task (kind {spec.kind!r}): it has no answers to "
@@ -143,8 +164,9 @@ def scoring_batches(
 
 
 def left_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of token sequences left-padded with ``FILL_ID`` to the longest (mask 0 on padding)."""
-    width = max(len(s) for s in sequences)
+    """(ids, mask) of token sequences left-padded with ``FILL_ID`` to the longest (mask 0 on
+    padding); at least one column, so that an empty sequence is one row of padding."""
+    width = max(1, *(len(s) for s in sequences))
     ids = torch.full((len(sequences), width), FILL_ID, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, s in enumerate(sequences):
@@ -153,26 +175,42 @@ def left_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
-def collate(requests: Sequence[Request]) -> dict[str, torch.Tensor]:
+def right_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of token sequences right-padded with ``FILL_ID`` to the longest (mask 0 on padding)."""
+    ids = torch.full((len(sequences), max(len(s) for s in sequences)), FILL_ID, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def collate(requests: Sequence[Request]) -> dict[str, Any]:
     """Requests -> one batch of the contract (see the module doc)."""
     prefix_ids, prefix_mask = left_padded([r.context for r in requests])
-    answers = [c for r in requests for c in r.continuations]
-    length = max(len(c) for c in answers)
-    continuation_ids = torch.full((len(answers), length), FILL_ID, dtype=torch.long)
-    continuation_mask = torch.zeros((len(answers), length), dtype=torch.long)
-    for i, c in enumerate(answers):
-        continuation_ids[i, : len(c)] = torch.tensor(c)
-        continuation_mask[i, : len(c)] = 1
+    continuation_ids, continuation_mask = right_padded([c for r in requests for c in r.continuations])
+    score_mask = continuation_mask.clone()
+    starts = [start for r in requests for start in (r.scored_from or [0] * len(r.continuations))]
+    for i, start in enumerate(starts):
+        score_mask[i, :start] = 0
+    unconditional = {}
+    if requests[0].unconditional is not None:
+        unconditional["unconditional_prefix"] = torch.tensor([requests[0].unconditional[0]])
+        unconditional["unconditional_ids"], unconditional["unconditional_mask"] = right_padded(
+            [c for r in requests for c in r.unconditional[1]]
+        )
     return {
         "prefix_ids": prefix_ids,
         "prefix_mask": prefix_mask,
         "continuation_ids": continuation_ids,
         "continuation_mask": continuation_mask,
+        "score_mask": score_mask,
         "num_choices": torch.tensor([len(r.continuations) for r in requests]),
         "choice_chars": torch.tensor([n for r in requests for n in r.choice_chars], dtype=torch.float),
         "labels": torch.tensor([r.label for r in requests]),
         "index": torch.tensor([r.index for r in requests]),
         "answers": [r.answers for r in requests],
+        **unconditional,
     }
 
 
@@ -201,8 +239,10 @@ class InContextDataModule(TaskDataModule):
         fewshot_seed: int = 1234,
         prompt: str | None = None,
         num_workers: Annotated[int, NON_NEGATIVE] = 0,
+        mutual_info: str | None = None,
     ) -> None:
         check_arguments(InContextDataModule.__init__, locals())
+        self.mutual_info = mutual_info
         self.k, self._requested_prompt = k, prompt
         self.block_size, self.batch_size = block_size, batch_size
         super().__init__(task)  # checks the task (check_task), which may read the settings above
@@ -211,7 +251,7 @@ class InContextDataModule(TaskDataModule):
         self._requests: dict[str, list[Request]] = {}
 
     def check_task(self) -> None:
-        self.prompt = check_incontext_task(self.spec, self._requested_prompt)
+        self.prompt = check_incontext_task(self.spec, self._requested_prompt, self.mutual_info)
         self.prompt_name = self.prompt.name
         scorer = self.spec.task_kind.incontext
         if scorer != self.SCORER:
@@ -249,7 +289,7 @@ class InContextDataModule(TaskDataModule):
         if self._requests:
             return
         source, data = self._read()
-        check_incontext_task(self.spec, self.prompt.name)  # labels: null is resolved now
+        check_incontext_task(self.spec, self.prompt.name, self.mutual_info)  # labels: null is resolved now
         spec, prompt, pool = self.spec, self.prompt, data[source]
         for split in dict.fromkeys([source, *self.eval_splits]):
             check_labels(spec, split, data[split])
@@ -280,15 +320,17 @@ class InContextDataModule(TaskDataModule):
         self.num_train_examples = len(pool) if self.k > 0 else 0
         self._requests = requests
 
-    def encode(self, examples: list[dict[str, Any]], contexts: list[str]) -> list[Any]:
+    def encode(self, examples: list[dict[str, Any]], contexts: list[Context]) -> list[Any]:
         """The requests of one eval split (its examples and their contexts): what its loader serves."""
-        return encode_requests(
-            contexts,
-            [answer_choices(self.prompt, ex) for ex in examples],
-            [ex["label"] for ex in examples],
-            self.prompt.target_delimiter,
-            self.block_size,
-        )
+        labels, delimiter = [ex["label"] for ex in examples], self.prompt.target_delimiter
+        if self.spec.kind == "multiple_input":
+            return encode_multiple_input(
+                contexts, [ex["choices"] for ex in examples], [ex["continuation"] for ex in examples],
+                labels, delimiter, self.block_size,
+            )
+        unconditional = UNCONDITIONAL_CONTEXTS[self.mutual_info] if self.mutual_info else None
+        choices = [answer_choices(self.prompt, ex) for ex in examples]
+        return encode_requests(contexts, choices, labels, delimiter, self.block_size, unconditional)
 
     def requests(self, split: str) -> list[Request]:
         """The tokenized examples of eval split ``split``, in split order."""

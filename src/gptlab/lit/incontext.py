@@ -2,7 +2,9 @@
 
 Every answer is scored by the summed log-likelihood of its continuation tokens, as
 lm-evaluation-harness scores ``loglikelihood`` requests: ``acc`` picks the answer with the highest
-sum, ``acc_norm`` the highest sum per character of the answer. The ``acc`` picks also feed the
+sum, ``acc_norm`` the highest sum per character of the answer, and with the DataModule's
+``mutual_info`` ``acc_mutual_info`` the highest sum minus the answer's sum after an unconditional
+context (lm-eval's ``acc_mutual_info``; GPT-3's normalisation). The ``acc`` picks also feed the
 task's own metrics, so a run logs the same names as fine-tuning (``val/acc``, ``val/f1``,
 ``val/mcc``; ``val/<split>/<metric>`` with several eval splits) plus ``val/acc_norm`` and
 ``val/n_truncated`` (examples whose context was cut to fit the model's window). Each example's
@@ -87,7 +89,7 @@ def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple
         step_positions = start[:, None] + torch.arange(steps.size(1), device=steps.device)
         mask = None if bool(step_mask.all()) else step_mask
         states.append(model.hidden_states(steps, mask, step_positions, cache))
-    keep = answer_mask.bool()
+    keep = batch.get("score_mask", answer_mask).bool()
     logprobs, is_argmax = token_scores(model, torch.cat(states, 1)[keep], answers[keep], greedy)
     rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
     loglik = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
@@ -100,6 +102,21 @@ def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple
 def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
     """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract)."""
     return continuation_scores(model, batch)[0]
+
+
+def unconditional_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
+    """Summed log-likelihood (N,) of every answer after the batch's ``unconditional_prefix``: one
+    context shared by all the batch's answers, so it runs through the model once."""
+    prefix = batch["unconditional_prefix"]
+    answers = batch["unconditional_ids"]
+    shared = {
+        "prefix_ids": prefix,
+        "prefix_mask": torch.ones_like(prefix),
+        "continuation_ids": answers,
+        "continuation_mask": batch["unconditional_mask"],
+        "num_choices": torch.tensor([answers.size(0)], device=answers.device),
+    }
+    return continuation_scores(model, shared)[0]
 
 
 def per_example(values: torch.Tensor, num_choices: torch.Tensor) -> torch.Tensor:
@@ -157,6 +174,7 @@ class InContextModule(EvaluationModule):
     def __init__(self, model: GPT) -> None:
         super().__init__(model)
         self.val_acc_norm = nn.ModuleList()
+        self.val_acc_mutual_info = nn.ModuleList()  # updated by batches with unconditional scores
 
     def configure_task(self, spec: TaskSpec, eval_splits: list[str], truncated: dict[str, int]) -> None:
         """Per-split metrics for ``spec`` (labels resolved): ``acc`` + the task's metrics, ``acc_norm``."""
@@ -164,40 +182,58 @@ class InContextModule(EvaluationModule):
         self.eval_splits, self.truncated = eval_splits, truncated
         self.val_metrics = nn.ModuleList(build_metrics(with_acc) for _ in eval_splits)
         self.val_acc_norm = nn.ModuleList(Accuracy() for _ in eval_splits)
+        self.val_acc_mutual_info = nn.ModuleList(Accuracy() for _ in eval_splits)
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-likelihood, log-likelihood per character) of every answer, (B, most answers), -inf padded."""
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-answer scores laid out (B, most answers), -inf padded: ``loglik``, ``normed`` (per
+        character) and, when the batch has unconditional answers, ``unconditional``."""
         loglik = choice_loglikelihoods(self.model, batch)
         # lm-eval's acc_norm divides by len(choice) in characters, the choice as doc_to_choice
         # gives it (without the target delimiter): choice_chars holds exactly that length.
-        normed = loglik / batch["choice_chars"]
-        return per_example(loglik, batch["num_choices"]), per_example(normed, batch["num_choices"])
+        scores = {"loglik": loglik, "normed": loglik / batch["choice_chars"]}
+        if "unconditional_ids" in batch:
+            scores["unconditional"] = unconditional_loglikelihoods(self.model, batch)
+        return {name: per_example(value, batch["num_choices"]) for name, value in scores.items()}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        loglik, normed = self(batch)
-        labels, picks, picks_norm = batch["labels"], loglik.argmax(1), normed.argmax(1)
+        scores = self(batch)
+        loglik, labels = scores["loglik"], batch["labels"]
+        picks, picks_norm = loglik.argmax(1), scores["normed"].argmax(1)
         self.val_metrics[dataloader_idx].update(picks, labels)
         self.val_acc_norm[dataloader_idx].update(picks_norm, labels)
-        self.predictions.add(
-            self.eval_splits[dataloader_idx],
-            [
-                {"index": index, "chosen": answers[pick], "chosen_norm": answers[pick_norm],
-                 "gold": answers[label], "correct": pick == label, "loglikelihoods": scores[: len(answers)]}
-                for index, answers, pick, pick_norm, label, scores in zip(
-                    batch["index"].tolist(), batch["answers"], picks.tolist(), picks_norm.tolist(),
-                    labels.tolist(), loglik.tolist(),
-                )
-            ],
-        )
+        records = [
+            {"index": index, "chosen": answers[pick], "chosen_norm": answers[pick_norm],
+             "gold": answers[label], "correct": pick == label, "loglikelihoods": row[: len(answers)]}
+            for index, answers, pick, pick_norm, label, row in zip(
+                batch["index"].tolist(), batch["answers"], picks.tolist(), picks_norm.tolist(),
+                labels.tolist(), loglik.tolist(),
+            )
+        ]
+        if "unconditional" in scores:
+            picks_info = (loglik - scores["unconditional"]).nan_to_num(nan=float("-inf")).argmax(1)
+            self.val_acc_mutual_info[dataloader_idx].update(picks_info, labels)
+            for record, answers, pick, row in zip(
+                records, batch["answers"], picks_info.tolist(), scores["unconditional"].tolist()
+            ):
+                record["chosen_mutual_info"] = answers[pick]
+                record["unconditional_loglikelihoods"] = row[: len(answers)]
+        self.predictions.add(self.eval_splits[dataloader_idx], records)
 
-    def on_validation_epoch_end(self) -> None:
+    def compute_metrics(self) -> dict[str, torch.Tensor]:
+        """The epoch's metrics by logged name (``val/...``), every metric state reset after."""
         logs = {}
         for i, split in enumerate(self.eval_splits):
             prefix = val_prefix(split, self.eval_splits)
             logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
             logs[f"{prefix}acc_norm"] = self.val_acc_norm[i].compute()
-            logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))
-            self.val_metrics[i].reset()
-            self.val_acc_norm[i].reset()
+            if self.val_acc_mutual_info[i].update_called:
+                logs[f"{prefix}acc_mutual_info"] = self.val_acc_mutual_info[i].compute()
+            logs[f"{prefix}n_truncated"] = torch.tensor(float(self.truncated.get(split, 0)))
+            for metric in (self.val_metrics[i], self.val_acc_norm[i], self.val_acc_mutual_info[i]):
+                metric.reset()
+        return logs
+
+    def on_validation_epoch_end(self) -> None:
+        logs = self.compute_metrics()
         self.predictions.gather()
         self.log_dict(logs, prog_bar=True)

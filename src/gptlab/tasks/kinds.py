@@ -158,6 +158,19 @@ _KINDS = (
         regimes=("finetune", "incontext"),
     ),
     TaskKind(
+        name="multiple_input",
+        example=(
+            '{"choices": list[str], "continuation": str, "label": int}; the choices are contexts, '
+            "each scored by the likelihood of the one continuation after it (GPT-3's partial "
+            "evaluation, lm-eval's multiple-input tasks: WinoGrande)"
+        ),
+        fields=("choices", "continuation", "label"),
+        label="choice",
+        chance="uniform_choice",
+        incontext="choice",
+        regimes=("incontext",),
+    ),
+    TaskKind(
         name="generation",
         example=(
             '{"context": str, "target": str, "aliases": list[str], "input": str}; targets = [target, '
