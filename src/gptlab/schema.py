@@ -106,6 +106,7 @@ class InContextRegimeSchema(_RegimeSchema):
     fewshot_seed: int = key()
     prompt: str | None = key(optional=True)
     mutual_info: str | None = key(optional=True)
+    limit: int | None = key(POSITIVE, optional=True)
     generate: ScorerSchema | None = key(optional=True)
     perplexity: ScorerSchema | None = key(optional=True)
 

@@ -4,7 +4,7 @@
     gptlab-report runs/sst2 runs/sst2-icl --out report --metric acc --wandb
 
 Reads every ``results.jsonl`` below the given directories, aggregates over seeds, prints the
-task × regime table and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
+task × regime table (and each evaluation suite's table with its score) and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
 aggregated cell) and ``plots/<task>.png``.
 """
 
@@ -19,6 +19,7 @@ from gptlab.report.aggregate import PRETRAIN, Cell, aggregate, select_metric
 from gptlab.report.plots import save_plots
 from gptlab.report.predictions import load_predictions
 from gptlab.report.results import find_results, read_results
+from gptlab.report.suite import is_suite_score, suite_tables
 from gptlab.report.table import CSV_FIELDS, comparison_table, tables_markdown, write_csv
 
 REPORT_FILE = "report.md"
@@ -92,9 +93,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [row for path in files for row in read_results(path)]
         if not rows:
             raise ValueError(f"no result rows in {', '.join(map(str, files))}")
-        cells = aggregate(rows)
+        # a suite's score and the evaluations during pre-training have tables of their own
+        cells = aggregate(row for row in rows if not is_suite_score(row) and row["step"] is None)
         shown = select_metric(cells, args.metric)
-        tables = tables_markdown(cells, args.metric)
+        tables = tables_markdown(cells, args.metric) + suite_tables(rows)
     except (OSError, ValueError) as err:
         raise SystemExit(f"gptlab-report: error: {err}") from err
 

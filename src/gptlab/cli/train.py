@@ -25,6 +25,7 @@ from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
 from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scorer_node, validate_config
+from gptlab.tasks.suite import suite_contribution
 
 log = logging.getLogger("gptlab")
 
@@ -79,8 +80,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
-def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    """Instantiate the DataModule, LightningModule and Trainer that ``cfg`` describes."""
+def per_device(cfg: DictConfig) -> tuple[DictConfig, int]:
+    """``cfg`` checked across nodes, with ``regime.batch_size`` the per-device micro-batch, and the
+    micro-batches to accumulate per optimizer step."""
     if problems := check_across_nodes(cfg):
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     micro_batch, accumulate = split_global_batch(
@@ -91,11 +93,31 @@ def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
             cfg.regime.batch_size = micro_batch
-    # a kind with its own scorer or objective is built from the regime node named after it, whose
-    # settings may point at the regime's own (regime.generate.module.lr: ${regime.module.lr})
+    return cfg, accumulate
+
+
+def built_node(cfg: DictConfig) -> DictConfig:
+    """The node whose ``datamodule`` and ``module`` a run builds: a kind with its own scorer or
+    objective is built from the regime node named after it, whose settings may point at the
+    regime's own (regime.generate.module.lr: ${regime.module.lr}); else the regime itself."""
     node = scorer_node(cfg)
-    built = cfg.regime[node] if node else cfg.regime
-    datamodule = instantiate(built.datamodule, _convert_="partial")
+    return cfg.regime[node] if node else cfg.regime
+
+
+def build_datamodule(cfg: DictConfig) -> TaskDataModule:
+    """The DataModule ``cfg`` describes (checked as ``build_all`` checks it)."""
+    return instantiate(built_node(per_device(cfg)[0]).datamodule, _convert_="partial")
+
+
+def build_all(
+    cfg: DictConfig, datamodule: TaskDataModule | None = None
+) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Instantiate the DataModule (unless one built from ``cfg`` is given), LightningModule and
+    Trainer that ``cfg`` describes."""
+    cfg, accumulate = per_device(cfg)
+    built = built_node(cfg)
+    if datamodule is None:
+        datamodule = instantiate(built.datamodule, _convert_="partial")
     module = instantiate(built.module, _convert_="partial")
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     module.model.activation_checkpointing = bool(cfg.get("activation_checkpointing", False))
@@ -109,8 +131,9 @@ def build_all(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, validate the final weights, write ``results.jsonl``; returns the final metrics."""
+def train(cfg: DictConfig, datamodule: TaskDataModule | None = None) -> dict[str, float]:
+    """Fit, validate the final weights, write ``results.jsonl``; returns the final metrics.
+    ``datamodule``: one already built from ``cfg`` (an evaluation suite reads every task first)."""
     validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -119,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "task=%s (kind %s): regime=%s builds regime.%s's DataModule and module",
             cfg.task.name, cfg.task.kind, cfg.regime.name, node,
         )
-    datamodule, module, trainer = build_all(cfg)
+    datamodule, module, trainer = build_all(cfg, datamodule)
     log_resolved_config(trainer.loggers, cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if cfg.regime.get("fit", True):
@@ -170,7 +193,8 @@ def result_rows(
     in-context rows record ``k``, ``fewshot_seed`` and the prompt's name; labelled tasks get the
     metric's ``chance`` level, computed when the data was read. Blank lines the data readers
     skipped follow as a ``skipped_blank_lines`` row for each data split that had any, so what the
-    skip policy dropped is on record.
+    skip policy dropped is on record. A run of an evaluation suite marks the row its task
+    contributes to the suite's score with the suite's name.
     """
     if not isinstance(datamodule, TaskDataModule):
         raise TypeError(f"{type(datamodule).__name__} is not a gptlab.data.contract.TaskDataModule")
@@ -178,6 +202,7 @@ def result_rows(
     first = next(iter(splits))
     incontext = is_incontext(cfg)
     chance = datamodule.chance_levels
+    suite, contributed = suite_contribution(cfg)
     values: dict[tuple[str, str], float] = {}
     for name, value in metrics.items():
         if not name.startswith("val/"):
@@ -205,6 +230,7 @@ def result_rows(
             fewshot_seed=cfg.regime.fewshot_seed if incontext else None,
             prompt=datamodule.prompt_name,
             chance=chance.get(split, {}).get(metric),
+            suite=suite if (split, metric) == (first, contributed) else None,
         )
         for (split, metric), value in values.items()
     ]
@@ -237,8 +263,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def tracked_train(cfg: DictConfig) -> dict[str, float]:
-    """``train`` with its W&B run finished however it ends."""
+    """``train``, or with ``eval_suite`` set ``run_suite``, with its W&B run finished however it ends."""
+    from gptlab.cli.suite import run_suite  # it runs ``train`` for each of its tasks
+
     with wandb_run_finished():
-        return train(cfg)
+        return run_suite(cfg) if cfg.get("eval_suite") else train(cfg)
 
 

@@ -223,6 +223,7 @@ class InContextDataModule(TaskDataModule):
     ``skipped_lines`` (split -> blank lines the reader skipped),
     ``chance_levels`` (split -> metric -> chance value, ``gptlab.tasks.chance``) and
     ``num_train_examples`` (the demonstration pool's size; 0 at ``k = 0``, which uses none).
+    ``limit`` scores only each eval split's first examples (lm-eval's ``--limit``).
     Every check that needs no data (task kind, prompt name, ``k``) runs in ``__init__``.
     """
 
@@ -240,9 +241,10 @@ class InContextDataModule(TaskDataModule):
         prompt: str | None = None,
         num_workers: Annotated[int, NON_NEGATIVE] = 0,
         mutual_info: str | None = None,
+        limit: Annotated[int, POSITIVE] | None = None,
     ) -> None:
         check_arguments(InContextDataModule.__init__, locals())
-        self.mutual_info = mutual_info
+        self.mutual_info, self.limit = mutual_info, limit
         self.k, self._requested_prompt = k, prompt
         self.block_size, self.batch_size = block_size, batch_size
         super().__init__(task)  # checks the task (check_task), which may read the settings above
@@ -303,14 +305,15 @@ class InContextDataModule(TaskDataModule):
         train = data.get(spec.train_split)
         requests = {}
         for split in self.eval_splits:
-            examples = data[split]
+            # lm-eval's --limit: the split's first examples; demonstrations still come from all
+            examples = data[split][: self.limit]
             contexts = fewshot_contexts(prompt, examples, pool, self.k, self.fewshot_seed, split == source)
             try:
                 requests[split] = self.encode(examples, contexts)
             except ValueError as err:
                 raise ValueError(f"task {spec.name!r}, {split} {err}") from None
             self.truncated[split] = sum(r.truncated for r in requests[split])
-            self.chance_levels[split] = chance_levels(spec, train, examples)
+            self.chance_levels[split] = chance_levels(spec, train, examples, self.mutual_info is not None)
             log.info(
                 "task %s: %s: %d examples, prompt %r, k=%d (demonstrations from %r, fewshot_seed=%d), "
                 "%d contexts truncated on the left to block_size=%d",

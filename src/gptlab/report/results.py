@@ -32,6 +32,12 @@ class ResultRow:
     # the metric's value for a predictor that ignores its input (gptlab.tasks.chance); None where
     # it has none (regression, NER, language modelling, counts)
     chance: float | None = None
+    # the evaluation suite (gptlab.tasks.suite) whose score this row enters: its task's contributing
+    # metric, or the suite's own score row (task = the suite's name)
+    suite: str | None = None
+    # rows written during pre-training (gptlab.lit.inloop): optimizer steps and tokens seen so far
+    step: int | None = None
+    tokens: int | None = None
     gptlab_version: str | None = None
 
     def __post_init__(self) -> None:

@@ -9,8 +9,9 @@ Each kind names its rule (``chance`` in ``gptlab.tasks.kinds``):
 * ``uniform_choice`` (multiple choice): the expected accuracy of a uniform random pick, the mean of 1/n_choices.
 * Kinds without a rule (NER, language modelling) and regression tasks: none (``None``).
 
-``acc`` and ``acc_norm`` (in-context runs log both, whatever the task's metrics) get the same
-value: the predictor above does not look at the answers' lengths. The training split is read in
+``acc`` and ``acc_norm`` (in-context runs log both, whatever the task's metrics), and
+``acc_mutual_info`` where a run logs it, get the same value: the predictor above does not look
+at the answers' lengths or their unconditional likelihood. The training split is read in
 full even when ``train_limit`` cuts it for fine-tuning, so every run of a task shares one chance
 line per split. The DataModules compute them where they read the data (``gptlab.data``).
 """
@@ -27,7 +28,7 @@ import torch
 from gptlab.tasks.metrics import build_metrics
 from gptlab.tasks.spec import TaskSpec
 
-ACCURACIES = ("acc", "acc_norm")
+ACCURACIES = ("acc", "acc_norm", "acc_mutual_info")
 
 
 def has_chance_level(spec: TaskSpec) -> bool:
@@ -64,7 +65,7 @@ def _majority(
     others = [m for m in spec.metrics if m not in ACCURACIES]
     metrics = build_metrics(dataclasses.replace(spec, metrics=others))
     levels.update({name: float(value) for name, value in metrics(preds, target).items()})
-    levels.update(dict.fromkeys(ACCURACIES, float((preds == target).float().mean())))
+    levels.update(dict.fromkeys([n for n in names if n in ACCURACIES], float((preds == target).float().mean())))
     return levels
 
 
@@ -76,13 +77,16 @@ def chance_levels(
     spec: TaskSpec,
     train: Sequence[Mapping[str, Any]] | None,
     evaluation: Sequence[Mapping[str, Any]],
+    mutual_info: bool = False,
 ) -> dict[str, float | None]:
     """Metric name -> chance value on the eval split ``evaluation`` (see the module doc).
 
-    Keys are ``spec.metrics`` plus ``acc`` and ``acc_norm``. ``train`` (normalised examples with
-    labels) is needed by the majority rule only; without it its values are ``None``.
+    Keys are ``spec.metrics`` plus ``acc`` and ``acc_norm`` (and ``acc_mutual_info`` with
+    ``mutual_info``). ``train`` (normalised examples with labels) is needed by the majority rule
+    only; without it its values are ``None``.
     """
-    names = list(dict.fromkeys([*spec.metrics, *ACCURACIES]))
+    accuracies = ACCURACIES if mutual_info else ACCURACIES[:2]
+    names = list(dict.fromkeys([*spec.metrics, *accuracies]))
     if not has_chance_level(spec) or not evaluation:
         return dict.fromkeys(names)
     return CHANCE_RULES[spec.task_kind.chance](spec, names, train, evaluation)
