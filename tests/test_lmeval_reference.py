@@ -23,7 +23,7 @@ from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
 from gptlab.model.gpt import GPT
 from gptlab.report.predictions import read_predictions
 from gptlab.tasks.spec import GenerationSpec, TaskSpec
-from tests.test_train import make_cfg
+from test_train import make_cfg
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

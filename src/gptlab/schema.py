@@ -144,6 +144,12 @@ REGIME_SCHEMAS: dict[str, type] = {
 }
 # The in-context regimes whose name fixes the number of demonstrations.
 FIXED_K = {"zero_shot": 0, "one_shot": 1}
+FEW_SHOT = "few_shot"  # the regime of any other k
+
+
+def regime_for_k(k: int) -> str:
+    """The in-context regime that runs ``k`` demonstrations (zero_shot, one_shot, few_shot)."""
+    return next((name for name, fixed in FIXED_K.items() if fixed == k), FEW_SHOT)
 
 
 # ----------------------------------------------------------------------------- checking

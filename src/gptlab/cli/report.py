@@ -4,7 +4,8 @@
     gptlab-report runs/sst2 runs/sst2-icl --out report --metric acc --wandb
 
 Reads every ``results.jsonl`` below the given directories, aggregates over seeds, prints the
-task × regime table (and each evaluation suite's table with its score) and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
+task × regime table (each evaluation suite's table with its score, and the curves of in-loop
+evaluation during pre-training) and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
 aggregated cell) and ``plots/<task>.png``.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gptlab.report.aggregate import PRETRAIN, Cell, aggregate, select_metric
+from gptlab.report.curves import curves_section
 from gptlab.report.plots import save_plots
 from gptlab.report.predictions import load_predictions
 from gptlab.report.results import find_results, read_results
@@ -104,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out) if args.out else first if first.is_dir() else Path("report")
     out.mkdir(parents=True, exist_ok=True)
     plots = save_plots(shown, out / PLOTS_DIR)
+    inloop, curve_plots = curves_section(rows, out / PLOTS_DIR)
+    tables += inloop
+    plots.update(curve_plots)
     sources = "\n".join(f"- {path}" for path in files)
     figures = "\n".join(f"- {task}: {PLOTS_DIR}/{path.name}" for task, path in plots.items())
     report = f"# gptlab report\n\n{len(rows)} result rows from:\n\n{sources}\n\n{tables}"

@@ -24,7 +24,7 @@ from gptlab.cli.train import build_datamodule, train
 from gptlab.data.contract import TaskDataModule
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
-from gptlab.schema import FIXED_K, ConfigError, is_incontext, validate_config
+from gptlab.schema import ConfigError, is_incontext, regime_for_k, validate_config
 from gptlab.tasks.metrics import val_prefix
 from gptlab.tasks.suite import SCORE_METRIC, SuiteSpec, SuiteTask, centered, suite_score
 
@@ -43,11 +43,6 @@ class SuiteRun:
     chance: float | None = None
 
 
-def regime_name(k: int) -> str:
-    """The in-context regime that runs ``k`` demonstrations (zero_shot, one_shot, few_shot)."""
-    return next((name for name, fixed in FIXED_K.items() if fixed == k), "few_shot")
-
-
 def suite_runs(cfg: DictConfig, suite: SuiteSpec) -> list[SuiteRun]:
     """The run config of every task × k: ``cfg`` with the task's own YAML, k, the regime named after
     k, the task's unconditional normalisation, the suite's limit and its own run directory."""
@@ -60,7 +55,7 @@ def suite_runs(cfg: DictConfig, suite: SuiteSpec) -> list[SuiteRun]:
                 sub.task = OmegaConf.load(config_dir() / "task" / f"{task.name}.yaml")
                 if task.split is not None:
                     sub.task.eval_splits = [task.split]
-                sub.regime.name, sub.regime.k = regime_name(k), k
+                sub.regime.name, sub.regime.k = regime_for_k(k), k
                 sub.regime.mutual_info, sub.regime.limit = task.mutual_info, suite.limit
                 sub.paths.output_dir = str(root / "suite" / f"{task.name}_k{k}")
             runs.append(SuiteRun(task, k, sub))
@@ -105,7 +100,7 @@ def run_suite(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         rows = [
             ResultRow(
-                task=suite.name, split="suite", metric=SCORE_METRIC, value=score, regime=regime_name(k),
+                task=suite.name, split="suite", metric=SCORE_METRIC, value=score, regime=regime_for_k(k),
                 model=cfg.model.name, init=cfg.model.get("init_from") or "scratch", seed=cfg.seed, k=k,
                 n_eval=len(suite.tasks), chance=0.0, suite=suite.name,
             )

@@ -88,13 +88,12 @@ class GenerativeModule(EvaluationModule):
             else:
                 metrics[name].update(values.to(self.device))
 
-    def on_validation_epoch_end(self) -> None:
+    def compute_metrics(self) -> dict[str, torch.Tensor]:
         logs = {}
         for i, split in enumerate(self.eval_splits):
             prefix = val_prefix(split, self.eval_splits)
             logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
-            logs[f"{prefix}n_truncated"] = float(self.truncated.get(split, 0))
+            logs[f"{prefix}n_truncated"] = torch.tensor(float(self.truncated.get(split, 0)))
             self.val_metrics[i].reset()
-        self.predictions.gather()
-        self.log_dict(logs, prog_bar=True)
+        return logs
 

@@ -164,6 +164,17 @@ class EvaluationModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.predictions.reset(self.eval_splits)
 
+    def compute_metrics(self) -> dict[str, torch.Tensor]:
+        """The epoch's metrics by logged name (``val/...``, synced across ranks), every metric state
+        reset after: what the epoch's end logs, and what in-loop evaluation (``gptlab.lit.inloop``)
+        reads without a Trainer of its own."""
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        logs = self.compute_metrics()
+        self.predictions.gather()
+        self.log_dict(logs, prog_bar=True)
+
 
 class InContextModule(EvaluationModule):
     """Scores the answers of ``gptlab.data.incontext`` batches with a frozen backbone ``model``
@@ -220,7 +231,6 @@ class InContextModule(EvaluationModule):
         self.predictions.add(self.eval_splits[dataloader_idx], records)
 
     def compute_metrics(self) -> dict[str, torch.Tensor]:
-        """The epoch's metrics by logged name (``val/...``), every metric state reset after."""
         logs = {}
         for i, split in enumerate(self.eval_splits):
             prefix = val_prefix(split, self.eval_splits)
@@ -232,8 +242,3 @@ class InContextModule(EvaluationModule):
             for metric in (self.val_metrics[i], self.val_acc_norm[i], self.val_acc_mutual_info[i]):
                 metric.reset()
         return logs
-
-    def on_validation_epoch_end(self) -> None:
-        logs = self.compute_metrics()
-        self.predictions.gather()
-        self.log_dict(logs, prog_bar=True)
