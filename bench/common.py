@@ -398,8 +398,9 @@ class Report:
             parts += [caption, table]
         return "\n\n".join(parts)
 
-    def publish(self, script: str, args: argparse.Namespace) -> str:
-        extra = [f"--pairs {args.pairs}"] if args.pairs != args.default_pairs else []
+    def publish(self, script: str, args: argparse.Namespace, options: Sequence[str] = ()) -> str:
+        """``options``: the script's own command-line options of this run, for the command line shown."""
+        extra = [*options, *([f"--pairs {args.pairs}"] if args.pairs != args.default_pairs else [])]
         command = " ".join(["python", f"bench/{script}", *(["--quick"] if args.quick else []), *extra])
         text = self.markdown(command)
         print("\n" + text + "\n", flush=True)

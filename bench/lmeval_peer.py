@@ -13,11 +13,15 @@ target delimiter " " and few-shot delimiter "\\n\\n", and the metrics ``acc``, `
 as a Hugging Face GPT-2 directory with GPT-2's tokenizer (``gptlab.model.hf``), read by lm-eval's
 ``hf`` backend. Nothing is downloaded.
 
-Not built: copa and hellaswag, whose shared files lm-eval cannot read as documents. ``datasets``'
-``xml`` builder gives a whole XML file as one row, and its ``text`` builder one row per line where
-a HellaSwag example is six lines; either would need a Python ``process_docs`` re-implementing
-gptlab's own reader (and HellaSwag's layout has lost the ``ctx_a`` / ``ctx_b`` split that
-lm-eval's ``preprocess`` capitalises at), so it would check gptlab against itself.
+lm-eval cannot read copa's and hellaswag's shared files as documents: ``datasets``' ``xml`` builder
+gives a whole XML file as one row, and its ``text`` builder one row per line where a HellaSwag
+example is six lines; reading them would need a Python ``process_docs`` re-implementing gptlab's
+own reader (and HellaSwag's layout has lost the ``ctx_a`` / ``ctx_b`` split that lm-eval's
+``preprocess`` capitalises at). So the tests leave them out. For a speed comparison,
+``write_normalised`` writes gptlab's own reading of them (``load_split``: ``context``, ``choices``,
+``label``) as JSON lines, and ``hellaswag`` / ``copa`` read those with lm-eval's prompts
+(hellaswag: the context, each ending a continuation; copa: super_glue's, each choice after its own
+leading space): lm-eval then scores gptlab's text, which compares scoring, not reading.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gptlab.data.sources import load_split
 from gptlab.model.gpt import GPT
 from gptlab.model.hf import export_hf_gpt2, export_hf_tokenizer
-from gptlab.tasks.spec import GenerationSpec
+from gptlab.tasks.spec import GenerationSpec, TaskSpec
 
 # The lm-eval split a task's file is when it is given as one path: the split lm-eval evaluates
 # (its test split where the task has one, else validation). A task can instead take split -> file
@@ -46,6 +51,8 @@ EVAL_SPLITS = {
     "arc_easy": "test",
     "winogrande": "validation",
     "storycloze": "test",
+    "hellaswag": "validation",  # write_normalised's copies of gptlab's eval split
+    "copa": "validation",
 }
 _SPLIT_KEYS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}
 CHOICE_METRICS = ("acc", "acc_norm", "acc_mutual_info")
@@ -60,6 +67,10 @@ def _dataset(builder: str, files: Mapping[str, Path]) -> dict[str, Any]:
     }
 
 
+def _metric_list(metrics: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics]
+
+
 def _multiple_choice(text: str, choice: str, target: str, metrics: Sequence[str] = CHOICE_METRICS) -> dict[str, Any]:
     """An lm-eval ``multiple_choice`` task: each choice a continuation after ``text`` (or, where
     ``text`` gives an int, each choice a context before the one ``target``: multiple input), with
@@ -72,16 +83,20 @@ def _multiple_choice(text: str, choice: str, target: str, metrics: Sequence[str]
         "doc_to_target": target,
         "target_delimiter": " ",
         "fewshot_delimiter": "\n\n",
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics],
+        "metric_list": _metric_list(metrics),
     }
 
 
 def task_yamls(
-    files: Mapping[str, Path | Mapping[str, Path]], triviaqa: GenerationSpec | None = None
+    files: Mapping[str, Path | Mapping[str, Path]],
+    triviaqa: GenerationSpec | None = None,
+    choice_metrics: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """lm-eval task configs named ``gptlab_<task>`` for the tasks of ``files`` (task -> its file,
     read as the split of ``EVAL_SPLITS``, or split -> file). ``triviaqa``: the generation settings
-    of the TriviaQA task, needed only for it."""
+    of the TriviaQA task, needed only for it. ``choice_metrics``: task -> the metrics of a
+    multiple-choice task in place of its default ones (e.g. without ``acc_mutual_info``, whose
+    unconditional requests lm-eval runs only when that metric is asked for)."""
 
     def triviaqa_task(data: Mapping[str, Path]) -> dict[str, Any]:
         if triviaqa is None:
@@ -164,26 +179,53 @@ def task_yamls(
                 "{{AnswerRightEnding - 1}}",
             ),
         },
+        # write_normalised's JSON lines. hellaswag: lm-eval's (the query, each ending a continuation);
+        # copa: super_glue's, whose choices carry their own leading space on top of the target
+        # delimiter (gptlab's choice_prefix " ")
+        "hellaswag": lambda data: {
+            **_dataset("json", data), **_multiple_choice("context", "choices", "label", ("acc", "acc_norm"))
+        },
+        "copa": lambda data: {
+            **_dataset("json", data),
+            **_multiple_choice("context", "{{[' ' + choices[0], ' ' + choices[1]]}}", "label", ("acc",)),
+        },
     }
     if unknown := sorted(set(files) - set(builders)):
         raise ValueError(f"task_yamls: no lm-eval task for {unknown}; tasks: {sorted(builders)}")
-    return {
-        f"gptlab_{name}": {
-            "task": f"gptlab_{name}",
-            **builders[name](dict(given) if isinstance(given, Mapping) else {EVAL_SPLITS[name]: given}),
-        }
-        for name, given in files.items()
-    }
+    configs = {}
+    for name, given in files.items():
+        config = builders[name](dict(given) if isinstance(given, Mapping) else {EVAL_SPLITS[name]: given})
+        if choice_metrics and name in choice_metrics:
+            if config["output_type"] != "multiple_choice":
+                raise ValueError(f"task_yamls: choice_metrics for {name!r}, which is not a multiple-choice task")
+            config["metric_list"] = _metric_list(choice_metrics[name])
+        configs[f"gptlab_{name}"] = {"task": f"gptlab_{name}", **config}
+    return configs
 
 
 def write_tasks(
-    directory: Path, files: Mapping[str, Path | Mapping[str, Path]], triviaqa: GenerationSpec | None = None
+    directory: Path,
+    files: Mapping[str, Path | Mapping[str, Path]],
+    triviaqa: GenerationSpec | None = None,
+    choice_metrics: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """The task YAMLs (JSON is YAML) in ``directory``, for lm-eval's ``include_path``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, config in task_yamls(files, triviaqa).items():
+    for name, config in task_yamls(files, triviaqa, choice_metrics).items():
         (directory / f"{name}.yaml").write_text(json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def write_normalised(spec: TaskSpec, split: str, path: Path) -> Path:
+    """gptlab's reading of a multiple-choice task's split (``load_split``: every example's
+    ``context``, ``choices`` and ``label``) as JSON lines at ``path``, for the hellaswag and copa
+    tasks above."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for example in load_split(spec, split):
+            row = {key: example[key] for key in ("context", "choices", "label")}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def export_model(model: GPT, directory: Path) -> Path:
@@ -194,11 +236,16 @@ def export_model(model: GPT, directory: Path) -> Path:
 
 
 def run_lmeval(
-    model_dir: Path, task_dir: Path, tasks: Sequence[str], batch_size: int = 1, num_fewshot: int = 0
+    model_dir: Path,
+    task_dir: Path,
+    tasks: Sequence[str],
+    batch_size: int = 1,
+    num_fewshot: int = 0,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """lm-eval's ``simple_evaluate`` with the ``hf`` backend on the CPU: its results and per-doc samples.
     Only ``task_dir``'s tasks are indexed (they include none of lm-eval's own, whose indexing would
-    take seconds)."""
+    take seconds). ``limit``: each task's first ``limit`` documents only."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -212,4 +259,5 @@ def run_lmeval(
         task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
         log_samples=True,
         bootstrap_iters=0,
+        limit=limit,
     )

@@ -20,13 +20,15 @@ from gptlab.model.gpt import GPT, GPTConfig
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = (
     "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring",
-    "greedy_generation", "generative_eval",
+    "greedy_generation", "generative_eval", "suite_eval",
 )
 # Scripts that read the real benchmark files.
-SHARED_DATA = ("tokenize_cache", "finetune_sst2", "incontext_scoring", "greedy_generation", "generative_eval")
+SHARED_DATA = (
+    "tokenize_cache", "finetune_sst2", "incontext_scoring", "greedy_generation", "generative_eval", "suite_eval"
+)
 # Quick runs of over ten seconds (incontext_scoring scores every ARC-Easy answer both ways,
-# generative_eval runs lm-eval): make test-slow runs them, so make test stays within ten minutes.
-SLOW = ("incontext_scoring", "greedy_generation", "generative_eval")
+# generative_eval and suite_eval run lm-eval): make test-slow runs them, so make test stays within ten minutes.
+SLOW = ("incontext_scoring", "greedy_generation", "generative_eval", "suite_eval")
 
 
 @pytest.fixture

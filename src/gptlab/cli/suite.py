@@ -1,7 +1,8 @@
 """``gptlab eval_suite=<name> model.init_from=CKPT``: every task of an evaluation suite, in context,
 on one checkpoint, and the suite's aggregate score (``gptlab.tasks.suite``).
 
-Each task × ``k`` is one ordinary in-context run (``train``) with its own run directory,
+Each task × ``k`` is one ordinary in-context run (``train``, all of them scoring one backbone,
+built once) with its own run directory,
 ``<run dir>/suite/<task>_k<k>/`` (its ``results.jsonl`` and ``predictions.jsonl``), so the report
 reads them as any other run. Every task's config and data are checked and read **before** any
 model runs: a suite naming an unknown task, or a malformed line in any of its files, stops it with
@@ -17,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -92,8 +94,9 @@ def run_suite(cfg: DictConfig) -> dict[str, float]:
     runs = suite_runs(cfg, suite)
     for run in runs:  # every task is checked and read before any model runs
         prepare(run, suite)
+    model = instantiate(cfg.model)  # one backbone for every task: it is only read
     for run in runs:
-        metrics = train(run.cfg, run.datamodule)
+        metrics = train(run.cfg, run.datamodule, model)
         splits = run.datamodule.eval_splits
         run.value = metrics[f"{val_prefix(splits[0], splits)}{run.task.metric}"]
     scores = {k: suite_score([(r.value, r.chance) for r in runs if r.k == k]) for k in suite.shots}

@@ -21,6 +21,7 @@ from gptlab.data.contract import TaskDataModule
 from gptlab.lit.checkpoint_io import newest_valid_checkpoint
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.checkpoint import verify_checkpoint_archive
+from gptlab.model.gpt import GPT
 from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
@@ -110,15 +111,15 @@ def build_datamodule(cfg: DictConfig) -> TaskDataModule:
 
 
 def build_all(
-    cfg: DictConfig, datamodule: TaskDataModule | None = None
+    cfg: DictConfig, datamodule: TaskDataModule | None = None, model: GPT | None = None
 ) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    """Instantiate the DataModule (unless one built from ``cfg`` is given), LightningModule and
-    Trainer that ``cfg`` describes."""
+    """Instantiate the DataModule, LightningModule and Trainer that ``cfg`` describes; a given
+    ``datamodule`` or backbone ``model`` (built from ``cfg``) is used instead of building one."""
     cfg, accumulate = per_device(cfg)
     built = built_node(cfg)
     if datamodule is None:
         datamodule = instantiate(built.datamodule, _convert_="partial")
-    module = instantiate(built.module, _convert_="partial")
+    module = instantiate(built.module, _convert_="partial", **({} if model is None else {"model": model}))
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     module.model.activation_checkpointing = bool(cfg.get("activation_checkpointing", False))
     if cfg.get("compile", False) and cfg.regime.get("fit", True):  # scoring alone never pays it back
@@ -131,9 +132,12 @@ def build_all(
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig, datamodule: TaskDataModule | None = None) -> dict[str, float]:
+def train(
+    cfg: DictConfig, datamodule: TaskDataModule | None = None, model: GPT | None = None
+) -> dict[str, float]:
     """Fit, validate the final weights, write ``results.jsonl``; returns the final metrics.
-    ``datamodule``: one already built from ``cfg`` (an evaluation suite reads every task first)."""
+    ``datamodule``, ``model``: already built from ``cfg`` (an evaluation suite reads every task
+    first and scores them all with one backbone)."""
     validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -142,7 +146,7 @@ def train(cfg: DictConfig, datamodule: TaskDataModule | None = None) -> dict[str
             "task=%s (kind %s): regime=%s builds regime.%s's DataModule and module",
             cfg.task.name, cfg.task.kind, cfg.regime.name, node,
         )
-    datamodule, module, trainer = build_all(cfg, datamodule)
+    datamodule, module, trainer = build_all(cfg, datamodule, model)
     log_resolved_config(trainer.loggers, cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if cfg.regime.get("fit", True):

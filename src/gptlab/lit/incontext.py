@@ -50,10 +50,20 @@ def token_scores(
         for start in range(0, targets.numel(), LOGIT_CHUNK):
             end = start + LOGIT_CHUNK
             logits = F.linear(hidden[start:end].float(), weight)
-            out[start:end] = logits.log_softmax(-1).gather(1, targets[start:end, None]).squeeze(1)
             if is_argmax is not None:
                 is_argmax[start:end] = logits.argmax(-1) == targets[start:end]
+            out[start:end] = _target_logprobs(logits, targets[start:end])
     return out, is_argmax
+
+
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[target] per row, as ``logit[target] - logsumexp(logits)`` computed in
+    place in ``logits`` (which it overwrites): log_softmax would write a second (rows, vocabulary)
+    tensor, a quarter of the scoring time on a small model. Equal to log_softmax to ~1e-6."""
+    top = logits.amax(-1, keepdim=True)
+    chosen = logits.gather(1, targets[:, None])
+    norm = logits.sub_(top).exp_().sum(-1, keepdim=True).log_().add_(top)
+    return (chosen - norm).squeeze(1)
 
 
 def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
