@@ -30,6 +30,19 @@ from gptlab.model.gpt import GPT
 SUMS = ("loglikelihood", "tokens", "words", "bytes")
 
 
+def window_loglikelihoods(model: GPT, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-likelihood (B,) of the scored tokens of each window of a
+    ``gptlab.data.rolling`` batch, in float64."""
+    # Right padding: each window's tokens keep positions 0, 1, ... and causal attention never
+    # lets them see the padding after them.
+    hidden = model.hidden_states(batch["input_ids"])
+    scored = batch["scored"]
+    logprobs = token_logprobs(model, hidden[scored], batch["target_ids"][scored])
+    rows = torch.arange(scored.size(0), device=scored.device)[:, None].expand_as(scored)[scored]
+    per_window = torch.zeros(scored.size(0), dtype=torch.float64, device=scored.device)
+    return per_window.index_add_(0, rows, logprobs.double())
+
+
 class RollingPerplexityModule(pl.LightningModule):
     """Scores ``gptlab.data.rolling`` batches with a frozen backbone ``model`` (validate only)."""
 
@@ -47,15 +60,8 @@ class RollingPerplexityModule(pl.LightningModule):
         self.predictions.reset(["validation"])
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        # Right padding: each window's tokens keep positions 0, 1, ... and causal attention
-        # never lets them see the padding after them.
-        hidden = self.model.hidden_states(batch["input_ids"])
-        scored = batch["scored"]
-        logprobs = token_logprobs(self.model, hidden[scored], batch["target_ids"][scored])
-        rows = torch.arange(scored.size(0), device=scored.device)[:, None].expand_as(scored)[scored]
-        per_window = torch.zeros(scored.size(0), dtype=torch.float64, device=scored.device)
-        per_window.index_add_(0, rows, logprobs.double())
-        counts = scored.sum(1)
+        per_window = window_loglikelihoods(self.model, batch)
+        counts = batch["scored"].sum(1)
         self.sums["loglikelihood"].update(per_window)
         self.sums["tokens"].update(counts.double())
         self.sums["words"].update(batch["words"])

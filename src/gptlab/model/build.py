@@ -12,11 +12,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from gptlab.model.checkpoint import CONFIG_KEY, backbone_state_dict, read_checkpoint
+from gptlab.model.checkpoint import CONFIG_KEY, backbone_state_dict, load_gpt_checkpoint, read_checkpoint
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.hf import (
     gpt_config_from_hf,
     hf_to_gptlab_state,
+    load_hf_gpt2,
     load_matching_state,
     looks_like_path,
     read_hf_gpt2,
@@ -73,3 +74,15 @@ def _check_architecture(config: GPTConfig, trained: GPTConfig, source: str) -> N
                 f"{source}: the checkpoint was trained with {name}={theirs!r} but model "
                 f"{config.name!r} has {name}={ours!r}; set model.{name}={theirs} to use these weights"
             )
+
+
+def load_pretrained(source: str | os.PathLike[str]) -> GPT:
+    """The model stored at ``source`` with the shape stored with it (no size to name): a gptlab
+    checkpoint (a file), a Hugging Face GPT-2 directory, or a Hub id."""
+    source = os.fspath(source)
+    path = Path(source).expanduser()
+    if path.is_file():
+        return load_gpt_checkpoint(path)
+    if not path.is_dir() and looks_like_path(source):
+        raise FileNotFoundError(f"{source}: no such checkpoint file or model directory")
+    return load_hf_gpt2(source)
