@@ -53,6 +53,25 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::bad
 # ----------------------------------------------------------------------------- command line
 
 
+def evaluation_config(overrides: Sequence[str], output_dir: Path, cache_dir: Path, batch_size: int) -> Any:
+    """gptlab's ``train`` config composed with ``overrides`` as a timed evaluation runs it: writing
+    into ``output_dir`` (cache ``cache_dir``), CSV logger, no progress bar, ``batch_size`` examples
+    per step."""
+    from hydra import compose, initialize_config_dir
+
+    quiet = [
+        f"paths.output_dir={output_dir}",
+        f"paths.cache_dir={cache_dir}",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        f"regime.batch_size={batch_size}",
+        f"regime.global_batch_size={batch_size}",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=[*overrides, *quiet])
+
+
 def parse_args(
     description: str,
     argv: Sequence[str] | None = None,

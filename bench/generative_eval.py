@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import common
@@ -46,7 +45,6 @@ import lmeval_peer
 from gptlab.cli.train import train
 from gptlab.model.gpt import GPT
 from gptlab.report.predictions import read_predictions
-from gptlab.resources import config_dir
 from gptlab.tasks.spec import GenerationSpec, TaskSpec
 
 TARGET = 3.0
@@ -87,16 +85,8 @@ def run_config(task: str, model: str, model_dir: Path, data: Path, output_dir: P
         f"task.data_dir={data.parent}",
         f"task.files.{SOURCES[task][1]}={data.name}",
         *(["task.carve=null", "task.eval_splits=[validation]"] if task == "triviaqa" else []),  # lm-eval's split
-        f"paths.output_dir={output_dir}",
-        f"paths.cache_dir={cache_dir}",
-        "logger=csv",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
-        f"regime.batch_size={BATCH_SIZE}",
-        f"regime.global_batch_size={BATCH_SIZE}",
     ]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return common.evaluation_config(overrides, output_dir, cache_dir, BATCH_SIZE)
 
 
 @dataclass

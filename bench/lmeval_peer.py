@@ -242,16 +242,21 @@ def run_lmeval(
     batch_size: int = 1,
     num_fewshot: int = 0,
     limit: int | None = None,
+    backend: str = "hf",
 ) -> dict[str, Any]:
-    """lm-eval's ``simple_evaluate`` with the ``hf`` backend on the CPU: its results and per-doc samples.
-    Only ``task_dir``'s tasks are indexed (they include none of lm-eval's own, whose indexing would
-    take seconds). ``limit``: each task's first ``limit`` documents only."""
+    """lm-eval's ``simple_evaluate`` with its ``hf`` backend (or ``backend="gptlab"``, gptlab's, which
+    reads ``model_dir`` or a gptlab checkpoint) on the CPU: its results and per-doc samples. Only
+    ``task_dir``'s tasks are indexed (they include none of lm-eval's own, whose indexing would take
+    seconds). ``limit``: each task's first ``limit`` documents only."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    if backend == "gptlab":
+        import gptlab.lmeval.backend  # noqa: F401  (registers --model gptlab)
+    model_args = {"hf": f"pretrained={model_dir},tokenizer={model_dir},dtype=float32", "gptlab": f"pretrained={model_dir}"}
     return lm_eval.simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={model_dir},tokenizer={model_dir},dtype=float32",
+        model=backend,
+        model_args=model_args[backend],
         tasks=[f"gptlab_{name}" for name in tasks],
         num_fewshot=num_fewshot,
         batch_size=batch_size,

@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import common
@@ -62,7 +61,6 @@ from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.report.predictions import read_predictions
 from gptlab.report.results import read_results
-from gptlab.resources import config_dir
 from gptlab.tasks.spec import TaskSpec
 from gptlab.tasks.suite import SuiteSpec
 
@@ -105,16 +103,8 @@ def suite_config(
         f"model={model}",
         f"model.init_from={init_from}",
         f"paths.data_dir={data_dir}",
-        f"paths.output_dir={output_dir}",
-        f"paths.cache_dir={cache_dir}",
-        "logger=csv",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
-        f"regime.batch_size={BATCH_SIZE}",
-        f"regime.global_batch_size={BATCH_SIZE}",
     ]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return common.evaluation_config(overrides, output_dir, cache_dir, BATCH_SIZE)
 
 
 def checkpoint_model(path: Path) -> GPT:

@@ -20,15 +20,17 @@ from gptlab.model.gpt import GPT, GPTConfig
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = (
     "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring",
-    "greedy_generation", "generative_eval", "suite_eval",
+    "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend",
 )
 # Scripts that read the real benchmark files.
 SHARED_DATA = (
-    "tokenize_cache", "finetune_sst2", "incontext_scoring", "greedy_generation", "generative_eval", "suite_eval"
+    "tokenize_cache", "finetune_sst2", "incontext_scoring", "greedy_generation", "generative_eval", "suite_eval",
+    "lmeval_backend",
 )
 # Quick runs of over ten seconds (incontext_scoring scores every ARC-Easy answer both ways,
-# generative_eval and suite_eval run lm-eval): make test-slow runs them, so make test stays within ten minutes.
-SLOW = ("incontext_scoring", "greedy_generation", "generative_eval", "suite_eval")
+# generative_eval, suite_eval and lmeval_backend run lm-eval): make test-slow runs them, so make test stays
+# within ten minutes.
+SLOW = ("incontext_scoring", "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend")
 
 
 @pytest.fixture
