@@ -123,7 +123,10 @@ class SuiteEvaluation(pl.Callback):
             task = task_config(entry.name, self.data_dir)
             if entry.split is not None:
                 task["eval_splits"] = [entry.split]
-            datamodule_class, module_class = SCORERS[task_kind(task["kind"]).incontext]
+            scorer = task_kind(task["kind"]).incontext
+            if scorer not in SCORERS:
+                raise ValueError(f"kind {task['kind']!r} is not scored in context by {' or '.join(SCORERS)}")
+            datamodule_class, module_class = SCORERS[scorer]
             datamodule = datamodule_class(
                 task, self.block_size, self.batch_size, k=k, mutual_info=entry.mutual_info, limit=self.suite.limit
             )
