@@ -106,7 +106,9 @@ def test_gptlab_eval_appends_rows_for_the_report(setup: dict[str, Any], tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--tasks", "gptlab_arc_eazy"], r"--tasks: unknown lm-eval task 'gptlab_arc_eazy'; did you mean gptlab_arc_easy"),
+    # (it indexes lm-eval's thousands of tasks to look for the name: ~9 s)
+    pytest.param(["--tasks", "gptlab_arc_eazy"], r"--tasks: unknown lm-eval task 'gptlab_arc_eazy'; did you mean gptlab_arc_easy",
+                 marks=pytest.mark.slow),
     (["--tasks", "gptlab_arc_easy", "--batch_size", "auto"], r"batch_size='auto': expected a positive integer"),
     (["--tasks", "gptlab_arc_easy", "--batch_size", "0"], r"batch_size='0': expected a positive integer"),
 ])
