@@ -33,6 +33,7 @@ EXAMPLE_FIELDS = {
     "entailment": {"text_a", "text_b"},
     "similarity": {"text_a", "text_b"},
     "multiple_choice": {"context"},
+    "multiple_input": {"choice"},  # rendered once per choice, each bound to {choice}
     "ner": {"tokens"},
     "generation": {"context", "input"},
 }
@@ -452,7 +453,7 @@ def test_task_yaml_composes_into_a_task_spec(compose_config, name: str) -> None:
         assert spec.prompt["target_delimiter"] == ("" if name == "alpaca" else " ")
         assert spec.prompt["fewshot_delimiter"] == "\n\n"
         choices = spec.prompt["choices"]
-        if spec.kind == "multiple_choice":
+        if spec.task_kind.label == "choice":  # the example's own answers
             assert choices is None
         elif not spec.regression and spec.labels is not None:
             assert len(choices) == len(spec.labels)
