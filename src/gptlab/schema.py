@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gptlab.bounds import NO_BOUND, NON_NEGATIVE, POSITIVE, SEED, Bound
 from gptlab.model.gpt import GPTConfig
 from gptlab.node_check import TargetNode, check_node, show
-from gptlab.tasks.kinds import REGIME_NATURES, kinds_run_by, regime_node, task_kind
+from gptlab.tasks.kinds import FIXED_K, REGIME_NATURES, kinds_run_by, regime_node
 from gptlab.tasks.spec import TaskSpec, renamed_keys
 
 
@@ -142,14 +142,6 @@ REGIME_SCHEMAS: dict[str, type] = {
     "finetune": FinetuneRegimeSchema,
     "incontext": InContextRegimeSchema,
 }
-# The in-context regimes whose name fixes the number of demonstrations.
-FIXED_K = {"zero_shot": 0, "one_shot": 1}
-FEW_SHOT = "few_shot"  # the regime of any other k
-
-
-def regime_for_k(k: int) -> str:
-    """The in-context regime that runs ``k`` demonstrations (zero_shot, one_shot, few_shot)."""
-    return next((name for name, fixed in FIXED_K.items() if fixed == k), FEW_SHOT)
 
 
 # ----------------------------------------------------------------------------- checking

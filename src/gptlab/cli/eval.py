@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.report.results import ResultRow, append_results
-from gptlab.schema import regime_for_k
+from gptlab.tasks.kinds import regime_for_k
 
 PROMPT = "lm-eval"
 

@@ -26,7 +26,8 @@ from gptlab.cli.train import build_datamodule, train
 from gptlab.data.contract import TaskDataModule
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
-from gptlab.schema import ConfigError, is_incontext, regime_for_k, validate_config
+from gptlab.schema import ConfigError, is_incontext, validate_config
+from gptlab.tasks.kinds import regime_for_k
 from gptlab.tasks.metrics import val_prefix
 from gptlab.tasks.suite import SCORE_METRIC, SuiteSpec, SuiteTask, centered, suite_score
 

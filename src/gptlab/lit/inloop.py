@@ -39,8 +39,7 @@ from gptlab.lit.generative import GenerativeModule
 from gptlab.lit.incontext import EvaluationModule, InContextModule
 from gptlab.report.results import RESULTS_FILE, ResultRow, append_results, read_results
 from gptlab.resources import config_dir
-from gptlab.schema import regime_for_k
-from gptlab.tasks.kinds import task_kind
+from gptlab.tasks.kinds import regime_for_k, task_kind
 from gptlab.tasks.metrics import val_prefix
 from gptlab.tasks.suite import SCORE_METRIC, SuiteSpec, SuiteTask, suite_score
 

@@ -153,7 +153,7 @@ class GptlabLM(LM):
         for i, request in enumerate(requests):
             rules = self._rules(request.args[1])
             by_settings[rules.until, rules.max_gen_toks].append(i)
-        encode = get_tokenizer().encode_ordinary_batch
+        encode, decode = get_tokenizer().encode_ordinary_batch, get_tokenizer().decode
         for (until, max_gen_toks), members in by_settings.items():
             rules = GenerationSpec(until=until, max_gen_toks=max_gen_toks)
             room = self.max_length - rules.max_gen_toks
@@ -166,7 +166,6 @@ class GptlabLM(LM):
                 ids, mask = left_padded([prompts[j] for j in chunk])
                 rows = greedy_until(self.model, ids.to(self._device), mask.to(self._device), rules.max_gen_toks,
                                     lambda text: answer_end(text, rules))
-                decode = get_tokenizer().decode
                 for j, row in zip(chunk, rows):
                     results[members[j]] = cut_answer(decode(row), rules)
         for request, answer in zip(requests, results):

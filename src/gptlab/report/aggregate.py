@@ -14,15 +14,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.tasks.kinds import FEW_SHOT, FIXED_K  # k of the regimes that fix it, for rows without k
+
 GROUP_KEYS = ("task", "split", "metric", "regime", "model", "init", "k", "n_train_examples", "prompt")
 
 FINETUNE = "finetune"
 PRETRAIN = "pretrain"
-IN_CONTEXT = ("zero_shot", "one_shot", "few_shot")
+IN_CONTEXT = (*FIXED_K, FEW_SHOT)
 # Table column order; any other regime follows, alphabetically.
 REGIME_ORDER = (FINETUNE, *IN_CONTEXT, PRETRAIN)
-# k of the regimes that fix it, for rows that do not record k
-FIXED_K = {"zero_shot": 0, "one_shot": 1}
 # Headline metric of a task, first match wins: GLUE reports MCC for CoLA, Pearson for STS-B,
 # accuracy for the rest (MRPC/QQP report acc and F1: acc comes first; LAMBADA acc), exact match
 # for closed-book QA (TriviaQA reports exact_match and F1), entity F1 for NER, perplexity for

@@ -28,7 +28,9 @@ import torch
 from gptlab.tasks.metrics import build_metrics
 from gptlab.tasks.spec import TaskSpec
 
-ACCURACIES = ("acc", "acc_norm", "acc_mutual_info")
+# accuracies every in-context run logs, and the one only a run with unconditional scores logs
+LOGGED_ACCURACIES = ("acc", "acc_norm")
+ACCURACIES = (*LOGGED_ACCURACIES, "acc_mutual_info")
 
 
 def has_chance_level(spec: TaskSpec) -> bool:
@@ -85,7 +87,7 @@ def chance_levels(
     ``mutual_info``). ``train`` (normalised examples with labels) is needed by the majority rule
     only; without it its values are ``None``.
     """
-    accuracies = ACCURACIES if mutual_info else ACCURACIES[:2]
+    accuracies = ACCURACIES if mutual_info else LOGGED_ACCURACIES
     names = list(dict.fromkeys([*spec.metrics, *accuracies]))
     if not has_chance_level(spec) or not evaluation:
         return dict.fromkeys(names)

@@ -42,6 +42,9 @@ from dataclasses import dataclass
 
 # What a regime does with a task: pre-train on it, fine-tune a head on it, or evaluate in context.
 REGIME_NATURES = ("pretrain", "finetune", "incontext")
+# The in-context regimes whose name fixes the number of demonstrations, and the one of any other k.
+FIXED_K = {"zero_shot": 0, "one_shot": 1}
+FEW_SHOT = "few_shot"
 LABEL_RULES = ("class", "tags", "choice", "text")
 INCONTEXT_SCORERS = ("choice", "generate", "perplexity")
 FINETUNE_OBJECTIVES = ("head", "generate")
@@ -223,3 +226,8 @@ def kinds_run_by(nature: str) -> list[str]:
     if nature not in REGIME_NATURES:
         raise ValueError(f"regime nature {nature!r}; valid natures: {', '.join(REGIME_NATURES)}")
     return [kind.name for kind in _KINDS if nature in kind.regimes]
+
+
+def regime_for_k(k: int) -> str:
+    """The in-context regime that runs ``k`` demonstrations (zero_shot, one_shot, few_shot)."""
+    return next((name for name, fixed in FIXED_K.items() if fixed == k), FEW_SHOT)
