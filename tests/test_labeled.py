@@ -76,7 +76,7 @@ def check_contract(batch: dict[str, torch.Tensor], kind: str, regression: bool =
     ids, mask, lm = batch["input_ids"], batch["attention_mask"], batch["lm_targets"]
     b, s, t = ids.shape
     expected_keys = {"input_ids", "attention_mask", "extract_index", "sequence_mask", "lm_targets", "labels"}
-    assert set(batch) == expected_keys | ({"word_index"} if kind == "ner" else set())
+    assert set(batch) == expected_keys | ({"word_index", "word_labels"} if kind == "ner" else set())
     assert ids.dtype == mask.dtype == lm.dtype == batch["extract_index"].dtype == torch.long
     assert mask.shape == lm.shape == (b, s, t)
     assert batch["extract_index"].shape == batch["sequence_mask"].shape == (b, s)
@@ -105,6 +105,10 @@ def check_contract(batch: dict[str, torch.Tensor], kind: str, regression: bool =
         assert labels.shape == batch["word_index"].shape == (b, t) and labels.dtype == torch.long
         starts = batch["word_index"] >= 0
         assert torch.equal(starts, labels != -100)
+        # every word's tag, in word order: the ones with a first sub-token carry the same tag
+        words = batch["word_labels"]
+        for i in range(b):
+            assert torch.equal(words[i, batch["word_index"][i][starts[i]]], labels[i][starts[i]])
     else:
         assert labels.shape == (b,)
         assert labels.dtype == (torch.float32 if regression else torch.long)

@@ -25,7 +25,8 @@ class TaskDataModule(L.LightningDataModule):
     - ``eval_splits``: the splits ``val_dataloader()`` returns loaders for, in that order;
     - ``chance_levels``: eval split -> metric -> what a predictor that ignores its input scores;
     - ``skipped_lines``: data split -> blank lines the reader skipped;
-    - ``truncated``: eval split -> examples cut to fit the window;
+    - ``truncated``: split -> examples cut to fit the window;
+    - ``dropped_words``: split -> words truncation cut from the examples (kinds with a tag per word);
     - ``num_train_examples``: labelled examples trained on or drawn from (None: not counted);
     - ``prompt_name``: the in-context template used (None: no prompt).
     """
@@ -37,6 +38,7 @@ class TaskDataModule(L.LightningDataModule):
         self.chance_levels: dict[str, dict[str, float | None]] = {}
         self.skipped_lines: dict[str, int] = {}
         self.truncated: dict[str, int] = {}
+        self.dropped_words: dict[str, int] = {}
         self.num_train_examples: int | None = None
         self.prompt_name: str | None = None
         self.spec = TaskSpec.from_config(task)

@@ -19,6 +19,8 @@ key                 tensor           meaning
                     float (B,)       regression tasks (``spec.regression``)
                     long (B, T)      ner: the tag of each word on its first sub-token, else -100
 ``word_index``      long (B, T)      ner only: the word whose first sub-token is at ``t``, else -1
+``word_labels``     long (B, W)      ner only: the tag of every word of the sentence (also of those
+                                     truncation dropped), -100 past its end
 ==================  ===============  =============================================================
 
 **Order.** Training shuffles with a generator seeded by ``(seed, epoch)``, cuts the permutation
@@ -144,11 +146,15 @@ class Collator:
             labels = np.full((b, t), IGNORE_INDEX, dtype=np.int64)
             word_index = np.full((b, t), -1, dtype=np.int64)
             for i, ex in enumerate(examples):
-                assert ex.token_labels is not None and ex.word_index is not None
+                assert ex.token_labels is not None and ex.word_index is not None and ex.word_tags is not None
                 labels[i, : len(ex.token_labels)] = ex.token_labels
                 word_index[i, : len(ex.word_index)] = ex.word_index
+            words = np.full((b, max(len(ex.word_tags) for ex in examples)), IGNORE_INDEX, dtype=np.int64)
+            for i, ex in enumerate(examples):
+                words[i, : len(ex.word_tags)] = ex.word_tags
             batch["labels"] = torch.from_numpy(labels)
             batch["word_index"] = torch.from_numpy(word_index)
+            batch["word_labels"] = torch.from_numpy(words)
         else:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([ex.label for ex in examples], dtype=dtype)
@@ -289,7 +295,6 @@ class LabeledDataModule(ResumableEpochs, TaskDataModule):
         self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.bucket_size = num_workers, bucket_size
-        self.dropped_words: dict[str, int] = {}
         self._splits: dict[str, list[Transformed]] = {}
         self._collate = Collator(self.spec.task_kind.label == "tags", self.spec.regression)
 

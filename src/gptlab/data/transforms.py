@@ -28,9 +28,9 @@ is cut, and every transform reports whether it cut anything (``Transformed.trunc
   answers are compared on equal terms. Longest first between the context and the longest answer,
   but the context keeps its **end** (the words right before the answer) while every answer keeps
   its beginning.
-- ner: whole words are kept from the start while they fit; the words after them are dropped with
-  their labels (``Transformed.dropped_words`` counts them). A first word that alone is too long
-  keeps its leading sub-tokens, so every example keeps a labelled word.
+- ner: whole words are kept from the start while they fit; the words after them are dropped
+  (``Transformed.dropped_words`` counts them) and scored as predicted outside any entity. A first
+  word that alone is too long keeps its leading sub-tokens, so every example keeps a labelled word.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Transformed:
     ``extract_index[s]`` is the position of ``[extract]`` in ``sequences[s]``. For ner,
     ``token_labels`` and ``word_index`` are aligned with ``sequences[0]``: the tag of word ``i`` sits
     at the position of its first sub-token, where ``word_index`` holds ``i``; elsewhere they hold
-    ``-100`` and ``-1``.
+    ``-100`` and ``-1``. ``word_tags`` are the tags of every word of the sentence, also of those
+    truncation dropped: entity scores count the gold entities the model never saw as missed.
     """
 
     sequences: list[list[int]]
@@ -62,6 +63,7 @@ class Transformed:
     truncated: bool
     token_labels: list[int] | None = None
     word_index: list[int] | None = None
+    word_tags: list[int] | None = None
     dropped_words: int = 0
 
     @property
@@ -182,6 +184,7 @@ def ner(word_tokens: Sequence[Sequence[int]], tags: Sequence[int], block_size: i
         truncated,
         token_labels=token_labels,
         word_index=word_index,
+        word_tags=list(tags),
         dropped_words=dropped,
     )
 

@@ -34,15 +34,18 @@ from gptlab.tasks.spec import TaskSpec
 Batch = Mapping[str, torch.Tensor]
 
 
-def per_word(values: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
-    """Token-level ``values`` (B, T) moved to word slots (B, W) via ``word_index``; -100 pads.
+def per_word(values: torch.Tensor, word_index: torch.Tensor, words: int | None = None) -> torch.Tensor:
+    """Token-level ``values`` (B, T) moved to word slots (B, ``words``) via ``word_index``; -100
+    fills the slots of words no token stands for (padding, words cut by truncation).
 
     ``word_index`` is the word number at each word's first sub-token and -1 elsewhere, so only
-    the first sub-token of each word speaks for it (the GPT-1/BERT NER convention).
+    the first sub-token of each word speaks for it (the GPT-1/BERT NER convention). ``words``
+    defaults to the most words any row has a token for.
     """
     starts = word_index >= 0
     rows = torch.arange(values.size(0), device=values.device)[:, None].expand_as(word_index)
-    out = values.new_full((values.size(0), int(word_index.max()) + 1), IGNORE_INDEX)
+    width = int(word_index.max()) + 1 if words is None else words
+    out = values.new_full((values.size(0), width), IGNORE_INDEX)
     out[rows[starts], word_index[starts]] = values[starts]
     return out
 
@@ -117,7 +120,8 @@ class FinetuneModule(BackboneModule):
 
     @staticmethod
     def tokens_per_batch(batch: Batch) -> int:
-        return batch["input_ids"].numel()
+        """Tokens the model read (padding not counted)."""
+        return int(batch["attention_mask"].sum())
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         scores, hidden = self(batch)
@@ -140,7 +144,10 @@ class FinetuneModule(BackboneModule):
         if self.head.shape == "per_token":
             # the loss is a mean over labelled tokens, so weight it by their count
             self.val_losses[dataloader_idx].update(loss, weight=(labels != IGNORE_INDEX).sum())
-            preds, labels = per_word(preds, batch["word_index"]), per_word(labels, batch["word_index"])
+            # scored against every word of the sentences: a word cut by truncation has no
+            # prediction (-100), so its gold entities count as missed, as on the full text
+            labels = batch["word_labels"]
+            preds = per_word(preds, batch["word_index"], labels.size(1))
         else:
             self.val_losses[dataloader_idx].update(loss, weight=labels.size(0))
             if self.head.regression:

@@ -44,6 +44,9 @@ class Accuracy(Metric):
         return self.correct.float() / self.total
 
 
+OUTSIDE = ("O", "_")  # a parsed "O" tag
+
+
 def parse_tag(tag: str) -> tuple[str, str]:
     """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", "_")``, as seqeval splits tags."""
     return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
@@ -72,7 +75,7 @@ def entities(tags: Sequence[tuple[str, str]]) -> set[tuple[str, int, int]]:
     """
     spans = set()
     prev, prev_type, begin = "O", "", 0
-    for i, (tag, type_) in enumerate([*tags, ("O", "_")]):
+    for i, (tag, type_) in enumerate([*tags, OUTSIDE]):
         if _chunk_ends(prev, tag, prev_type, type_):
             spans.add((prev_type, begin, i - 1))
         if _chunk_starts(prev, tag, prev_type, type_):
@@ -85,7 +88,8 @@ class EntityScore(Metric):
     """Entity-level (micro) precision, recall or F1 over word-level tag ids.
 
     ``update(preds, target)`` takes (B, W) tag ids; words whose target is -100 are padding and
-    dropped. The state is three counts, so ranks sync by summing them. Precision, recall and F1
+    dropped, a word predicted -100 (one the model never saw: truncation cut it) is outside any
+    entity. The state is three counts, so ranks sync by summing them. Precision, recall and F1
     built from the same ``labels`` share their state inside a ``MetricCollection``.
     """
 
@@ -105,7 +109,7 @@ class EntityScore(Metric):
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         for pred_row, gold_row in zip(preds.tolist(), target.tolist()):
             words = [(p, g) for p, g in zip(pred_row, gold_row) if g != IGNORE_INDEX]
-            predicted = entities([self.tags[p] for p, _ in words])
+            predicted = entities([self.tags[p] if p != IGNORE_INDEX else OUTSIDE for p, _ in words])
             gold = entities([self.tags[g] for _, g in words])
             self.true_positives += len(predicted & gold)
             self.predicted += len(predicted)
