@@ -6,6 +6,7 @@ end-to-end runs go through the Hydra app on the demo task of each kind.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,10 +15,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from test_metrics import seqeval_scores
 from test_train import make_cfg
 from torch.utils.data import DataLoader
 
 from gptlab.cli.train import result_rows, train
+from gptlab.data import transforms
+from gptlab.data.labeled import Collator
+from gptlab.data.sources import load_task
+from gptlab.data.tokenizer import get_tokenizer
 from gptlab.data.contract import TaskDataModule
 from gptlab.lit.base import warmup_linear
 from gptlab.lit.finetune import FinetuneModule, per_word
@@ -25,6 +31,7 @@ from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.checkpoint import BACKBONE_PREFIX, read_checkpoint
 from gptlab.model.gpt import GPT
 from gptlab.report.results import read_results
+from gptlab.schema import ConfigError
 from gptlab.tasks.spec import TaskSpec
 
 V, T = 64, 12
@@ -66,6 +73,11 @@ def make_batch(spec: TaskSpec, B: int = 4, seed: int = 0) -> dict[str, torch.Ten
         batch["word_index"] = torch.where(starts, starts.long().cumsum(1) - 1, -1)
         tags = torch.randint(0, len(TAGS), (B, T), generator=g)
         batch["labels"] = torch.where(starts, tags, -100)
+        # the sentence's words: those with a first sub-token, then one that truncation dropped
+        words = starts.sum(1)
+        batch["word_labels"] = torch.full((B, int(words.max()) + 1), -100)
+        for i in range(B):
+            batch["word_labels"][i, : words[i] + 1] = torch.cat([tags[i][starts[i]], tags[i, :1]])
     elif spec.kind == "multiple_choice":
         batch["labels"] = torch.randint(0, 2, (B,), generator=g)
     elif spec.regression:
@@ -191,6 +203,35 @@ def test_ner_predictions_are_read_at_each_words_first_sub_token() -> None:
     assert per_word(values, word_index).tolist() == [[7, 9, 5], [1, 2, -100]]
 
 
+@no_trainer
+def test_ner_scores_count_words_cut_by_truncation_as_missed_as_seqeval_on_the_full_sentences(
+    monkeypatch: pytest.MonkeyPatch, tiny_gpt
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    sentences = []
+    for _ in range(24):
+        n = int(torch.randint(3, 12, (), generator=g))
+        pieces = [torch.randint(1, V, (int(torch.randint(1, 3, (), generator=g)),), generator=g).tolist() for _ in range(n)]
+        sentences.append((pieces, torch.randint(0, len(TAGS), (n,), generator=g).tolist()))
+    examples = [transforms.ner(pieces, tags, block_size=12) for pieces, tags in sentences]
+    assert sum(ex.dropped_words for ex in examples) > 10, "the window must cut words for this test"
+    batch = Collator(per_token_labels=True)(examples)
+    scores = torch.randn(*batch["input_ids"].shape[::2], len(TAGS), generator=g)
+    module = module_for(tiny_gpt(vocab_size=V), SPECS["ner"])
+    monkeypatch.setattr(module, "forward", lambda batch: (scores, None))
+    module.validation_step(batch, 0)
+    ours = {name: float(value) for name, value in module.val_metrics[0].compute().items()}
+
+    # what the model said for each word it saw (its first sub-token), "O" for the words it never saw
+    picks = scores.argmax(-1)
+    gold, pred = [], []
+    for i, (pieces, tags) in enumerate(sentences):
+        said = {int(w): TAGS[int(p)] for w, p in zip(batch["word_index"][i], picks[i]) if w >= 0}
+        gold.append([TAGS[t] for t in tags])
+        pred.append([said.get(w, "O") for w in range(len(tags))])
+    assert ours == pytest.approx(seqeval_scores(gold, pred), abs=1e-6)
+
+
 def test_warmup_then_linear_decay_to_zero() -> None:
     factors = [warmup_linear(step, 2, 10) for step in range(11)]
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
@@ -257,6 +298,68 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
     state = read_checkpoint(ckpt)["state_dict"]
     for name, tensor in seeded.state_dict().items():
         assert torch.equal(tensor, state[BACKBONE_PREFIX + name]), name
+
+
+def fit_validation_losses(run: Path) -> list[float]:
+    """val/loss of each validation during fitting (the CSV logger's rows; the last row is the
+    final evaluation's)."""
+    with open(run / "csv" / "version_0" / "metrics.csv") as f:
+        return [float(line["val/loss"]) for line in csv.DictReader(f) if line.get("val/loss")][:-1]
+
+
+def test_eval_ckpt_best_reports_the_weights_of_the_lowest_validation_loss(tmp_path: Path) -> None:
+    # lr 1e-2 overshoots: the loss is lowest at the first validation, not the last
+    metrics = train(finetune_cfg(tmp_path, "demo_topic", "trainer.max_steps=8", "regime.module.lr=1e-2", "eval_ckpt=best"))
+    losses = fit_validation_losses(tmp_path / "run")
+    assert len(losses) == 8 and losses[-1] > min(losses) + 1e-3, "the test needs last != best"
+    assert metrics["val/loss"] == pytest.approx(min(losses), rel=1e-6)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    assert {r["eval_ckpt"] for r in rows} == {"best"}
+    assert {r["config"]["eval_ckpt"] for r in rows} == {"best"}  # a condition of its own
+
+
+def test_early_stopping_ends_fitting_after_patience_validations_without_improvement(tmp_path: Path) -> None:
+    # no improvement can exceed min_delta=100: the first validation sets the best, one more waits
+    train(finetune_cfg(
+        tmp_path, "demo_topic", "trainer.max_steps=8", "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=100",
+    ))
+    assert len(fit_validation_losses(tmp_path / "run")) == 2
+    assert {r["eval_ckpt"] for r in read_results(tmp_path / "run" / "results.jsonl")} == {"last"}
+
+
+def test_eval_ckpt_best_without_training_or_a_monitored_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="eval_ckpt=best: regime=zero_shot trains nothing"):
+        train(make_cfg(tmp_path, "regime=zero_shot", "task=demo_topic", "eval_ckpt=best"))
+    with pytest.raises(ConfigError, match="eval_ckpt=best needs callbacks.best_checkpoint"):
+        train(finetune_cfg(tmp_path, "demo_topic", "eval_ckpt=best", "callbacks.best_checkpoint=null"))
+    with pytest.raises(ConfigError, match="eval_ckpt=latest: must be one of last, best"):
+        train(finetune_cfg(tmp_path, "demo_topic", "eval_ckpt=latest"))
+
+
+def test_a_fine_tuning_run_records_the_examples_and_words_truncation_cut(tmp_path: Path) -> None:
+    cfg = finetune_cfg(tmp_path, "demo_tagging", "regime.block_size=10")
+    train(cfg)
+    rows = {(r["split"], r["metric"]): r["value"] for r in read_results(tmp_path / "run" / "results.jsonl")}
+    # what a 10-token window keeps ([start] and [extract] take 2): the leading words that fit
+    _, examples = load_task(TaskSpec.from_config(cfg.task), seed=cfg.seed)
+    encode = get_tokenizer().encode_ordinary
+    for split in ("train", "validation"):
+        cut = dropped = 0
+        for example in examples[split]:
+            lengths = [len(encode(word)) for word in transforms.spaced_words(example["tokens"])]
+            fit = next((i for i in range(1, len(lengths) + 1) if sum(lengths[:i]) > 8), len(lengths) + 1) - 1
+            kept = max(fit, 1)
+            cut += kept < len(lengths) or lengths[0] > 8
+            dropped += len(lengths) - kept
+        assert cut > 0 and (rows[split, "n_truncated"], rows[split, "dropped_words"]) == (cut, dropped)
+
+
+def test_throughput_counts_the_tokens_read_not_the_padding() -> None:
+    batch = make_batch(SPECS["multiple_choice"])
+    # each real sequence ends with [extract]: its length is the extract position + 1
+    lengths = (batch["extract_index"] + 1)[batch["sequence_mask"]]
+    assert FinetuneModule.tokens_per_batch(batch) == int(lengths.sum()) < batch["input_ids"].numel()
 
 
 def test_blank_lines_skipped_in_the_task_files_are_written_to_the_results(tmp_path: Path) -> None:

@@ -103,6 +103,11 @@ def test_gptlab_eval_appends_rows_for_the_report(setup: dict[str, Any], tmp_path
     assert {r["metric"] for r in rows} == {"acc", "acc_norm", "acc_mutual_info"}
     assert all((r["task"], r["k"], r["regime"], r["n_eval"], r["prompt"]) == ("gptlab_arc_easy", 0, "zero_shot", 24, "lm-eval")
                for r in rows)
+    # one condition (the evaluation's arguments), and lm-eval's standard error of each accuracy:
+    # that of a proportion of 24 examples
+    assert len({r["condition"] for r in rows}) == 1 and rows[0]["config"]["lm_eval.checkpoint"] == str(setup["model_dir"])
+    for r in rows:
+        assert r["stderr"] == pytest.approx((r["value"] * (1 - r["value"]) / 23) ** 0.5)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from gptlab.cli.report import main as report_main
+from gptlab.conditions import digest
 from gptlab.report.aggregate import Cell, aggregate, primary_metric, select_metric
-from gptlab.report.plots import save_plots, task_figure
+from gptlab.report.plots import save_plots, sweep_figure, task_figure
 from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results, find_results, load_results
 from gptlab.report.table import comparison_table, tables_markdown, to_markdown, write_csv
@@ -24,7 +25,14 @@ TOPIC_CHANCE = 0.25
 
 
 def write_run(run_dir: Path, *rows: dict) -> None:
-    append_results(run_dir, [ResultRow(**{**BASE, **row}) for row in rows])
+    """Rows of one run; as a run would, each carries its condition: here the settings the rows
+    name (all but the seeds), as the config and by their hash."""
+    written = []
+    for row in rows:
+        row = {**BASE, **row}
+        config = {key: row.get(key) for key in ("task", "regime", "model", "init", "k", "n_train_examples", "prompt")}
+        written.append(ResultRow(**{"condition": digest(config), "config": config, **row}))
+    append_results(run_dir, written)
 
 
 @pytest.fixture
@@ -123,8 +131,75 @@ def test_rows_written_before_chance_existed_read_with_chance_none(tmp_path: Path
     (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
     (row,) = load_results([tmp_path])
     assert row["chance"] is None and row["k"] is None and row["n_train_examples"] == 2490
+    with pytest.warns(UserWarning, match="1 of 1 result rows record no condition"):
+        (cell,) = aggregate([row])
+    assert cell.chance is None and cell.condition is None
+
+
+def test_old_rows_without_a_condition_group_as_before_and_a_same_seed_repeat_is_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an ablation written before conditions existed: λ = 0 and 0.5 look alike, with one seed
+    old = {"task": "rte", "split": "validation", "metric": "acc", "regime": "finetune", "model": "gpt-nano", "seed": 1}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps({**old, "value": v}) + "\n" for v in (0.5, 0.6)))
+    report_main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert "gptlab-report: warning: 2 of 2 result rows record no condition" in err
+    # one cell as before, but one run (n=1), not two seeds: the repeat is named
+    assert "0.550 (n=1, +1 same-seed duplicate)" in out
+
+
+def test_conditions_differing_in_a_swept_value_are_rows_of_their_own(tmp_path: Path) -> None:
+    rows = [
+        {**BASE, "task": "rte", "metric": "acc", "regime": "finetune", "n_train_examples": 2490, "seed": seed,
+         "value": value, "condition": f"c{lam}", "config": {"regime.module.lm_lambda": lam, "regime.module.lr": 1e-4}}
+        for lam, seed, value in [(0, 1, 0.5), (0, 2, 0.7), (0.5, 1, 0.6), (0.5, 2, 0.8), (0.5, 2, 0.8)]
+    ]
+    cells = aggregate(rows)
+    assert [(c.params, c.n, c.duplicates, c.mean) for c in cells] == [
+        ((("regime.module.lm_lambda", 0),), 2, 0, pytest.approx(0.6)),
+        ((("regime.module.lm_lambda", 0.5),), 2, 1, pytest.approx(0.7)),
+    ]
+    header, body = comparison_table(cells)
+    assert header == ["task", "split", "metric", "model", "lm_lambda", "finetune (N=2490)"]
+    assert [line[4:] for line in body] == [
+        ["0", "0.600 ± 0.141 (n=2)"],
+        ["0.5", "0.700 ± 0.141 (n=2, +1 same-seed duplicate)"],
+    ]
+    with open(write_csv(cells, tmp_path / "results.csv"), newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert [(line["regime.module.lm_lambda"], line["n"], line["duplicates"]) for line in lines] == [("0", "2", "0"), ("0.5", "2", "1")]
+
+
+def test_a_single_run_shows_its_bootstrap_standard_error() -> None:
+    row = {**BASE, "task": "rte", "metric": "acc", "regime": "zero_shot", "k": 0, "seed": 1, "value": 0.55,
+           "stderr": 0.0312, "condition": "c", "config": {}}
     (cell,) = aggregate([row])
-    assert cell.chance is None
+    assert comparison_table([cell])[1][0][-1] == "0.550 ± 0.031 SE (n=1)"
+    (cell,) = aggregate([row, {**row, "seed": 2, "value": 0.65}])
+    assert cell.stderr is None and cell.std == pytest.approx(0.0707107)  # two runs: the spread over seeds
+
+
+def test_a_swept_value_is_plotted_on_x_and_an_unswept_key_is_refused(tmp_path: Path, capsys) -> None:
+    for lr, seed, value in [(1e-5, 1, 0.5), (1e-5, 2, 0.6), (1e-4, 1, 0.7), (1e-3, 1, 0.4)]:
+        write_run(tmp_path / "runs" / f"{lr}-{seed}", dict(task="rte", metric="acc", value=value, regime="finetune",
+                                                          seed=seed, n_train_examples=100))
+        path = next((tmp_path / "runs" / f"{lr}-{seed}").glob("results.jsonl"))
+        row = json.loads(path.read_text())
+        row["config"] = {"regime.module.lr": lr}
+        row["condition"] = digest(row["config"])
+        path.write_text(json.dumps(row) + "\n")
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--x", "regime.module.lr"])
+    assert png_size(tmp_path / "report" / "plots" / "rte_vs_regime.module.lr.png")[0] > 0
+    (cell,) = [c for c in aggregate(load_results([tmp_path / "runs"])) if dict(c.params)["regime.module.lr"] == 1e-5]
+    assert (cell.n, cell.mean) == (2, pytest.approx(0.55))
+    ax = sweep_figure(aggregate(load_results([tmp_path / "runs"])), "regime.module.lr").axes[0]
+    assert ax.get_xscale() == "log"  # 1e-5 .. 1e-3
+    (line,) = [bars.lines[0] for bars in ax.containers]
+    assert list(line.get_xdata()) == [1e-5, 1e-4, 1e-3]
+    assert list(line.get_ydata()) == pytest.approx([0.55, 0.7, 0.4])
+    with pytest.raises(SystemExit, match="--x regime.module.lm_lambda: .*swept config values: regime.module.lr"):
+        report_main([str(tmp_path / "runs"), "--x", "regime.module.lm_lambda"])
 
 
 # --- aggregation ----------------------------------------------------------------------------
@@ -269,7 +344,8 @@ def test_csv_has_one_line_per_cell_with_keys_and_statistics(sweep: Path, tmp_pat
         lines = list(csv.DictReader(f))
     assert len(lines) == 19
     assert list(lines[0]) == ["task", "split", "metric", "regime", "model", "init", "k", "n_train_examples",
-                              "prompt", "labelled_examples", "mean", "std", "n", "chance"]
+                              "prompt", "condition", "labelled_examples", "mean", "std", "n", "duplicates",
+                              "stderr", "chance"]
     few = [line for line in lines if line["regime"] == "few_shot"]
     assert len(few) == 1
     assert {k: few[0][k] for k in ("task", "metric", "k", "n_train_examples", "prompt", "labelled_examples", "n", "chance")} == {

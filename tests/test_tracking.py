@@ -52,6 +52,7 @@ class OfflineRun:
         self.run = None
         self.config: dict = {}
         self.history: list[dict] = []
+        self.summary: dict = {}
         self.exit_code = None
         for record in wandb_records(log_file):
             kind = record.WhichOneof("record_type")
@@ -62,6 +63,8 @@ class OfflineRun:
                 self.config.update({i.key: json.loads(i.value_json) for i in record.config.update})
             elif kind == "history":
                 self.history.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+            elif kind == "summary":
+                self.summary.update({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.summary.update})
             elif kind == "exit":
                 self.exit_code = record.exit.exit_code
 
@@ -121,6 +124,10 @@ def test_a_sweeps_wandb_runs_hold_group_config_metrics_and_results_and_a_failed_
     rows = [json.loads(line) for line in (good / "results.jsonl").read_text().splitlines()]
     as_dicts = [dict(zip(table["columns"], values)) for values in table["data"]]
     assert [(r["metric"], r["value"]) for r in as_dicts] == [(r["metric"], r["value"]) for r in rows]
+    # the run's condition and final metrics, as TensorBoard's HPARAMS tab gets them
+    assert run.config["condition"] == run.summary["condition"] == rows[0]["condition"]
+    final = {name.removeprefix("final/val/"): v for name, v in run.summary.items() if name.startswith("final/")}
+    assert final == {r["metric"]: r["value"] for r in rows if r["metric"] in ("acc", "loss")}
     assert run.exit_code == 0
 
     (failed,) = offline_runs(bad)

@@ -49,6 +49,10 @@ def key(bound: Bound = NO_BOUND, *, optional: bool = False) -> Any:
 
 # ----------------------------------------------------------------------------- schemas
 
+# eval_ckpt: the weights a run that trains is evaluated with, the last ones or those of the
+# checkpoint callbacks.best_checkpoint kept (lowest val/loss unless it monitors another metric)
+EVAL_CKPTS = ("last", "best")
+
 # What a size YAML (conf/model) must state; the other GPTConfig fields have defaults.
 MODEL_REQUIRED = ("name", "n_layer", "n_head", "n_embd", "block_size")
 
@@ -134,6 +138,7 @@ class RunSchema:
     compile: bool = key(optional=True)
     activation_checkpointing: bool = key(optional=True)
     sample: SampleSchema | None = key(optional=True)
+    eval_ckpt: str = key(Bound(choices=EVAL_CKPTS), optional=True)
 
 
 # regime nature -> the schema of its regime node
@@ -188,8 +193,9 @@ def scorer_node(cfg: DictConfig) -> str | None:
 def check_across_nodes(cfg: DictConfig) -> list[str]:
     """Every check that spans several nodes (task × regime × model), once each node is valid alone:
     the regime runs the task's kind, its DataModule is of the regime's nature, its window fits the
-    model, and an in-context regime trains nothing, has the number of demonstrations its name
-    says, and can score the task with its prompt."""
+    model, ``eval_ckpt=best`` has a best checkpoint to read, and an in-context regime trains
+    nothing, has the number of demonstrations its name says, and can score the task with its
+    prompt."""
     regime, task, model = cfg.regime, cfg.task, cfg.model
     errors: list[str] = []
     node = scorer_node(cfg)
@@ -212,6 +218,8 @@ def check_across_nodes(cfg: DictConfig) -> list[str]:
             f"task={task.name} is of kind {task.kind!r}, which regime={regime.name} does not run "
             f"(it runs: {', '.join(kinds)})"
         )
+    if cfg.get("eval_ckpt", "last") == "best":
+        errors += _best_checkpoint_problems(cfg)
     block = regime.get("block_size")
     if block is not None and block > model.block_size:
         errors.append(
@@ -219,6 +227,15 @@ def check_across_nodes(cfg: DictConfig) -> list[str]:
             f"(model.block_size={model.block_size})"
         )
     return errors
+
+
+def _best_checkpoint_problems(cfg: DictConfig) -> list[str]:
+    if not cfg.regime.get("fit", True):
+        return [f"eval_ckpt=best: regime={cfg.regime.name} trains nothing (regime.fit=false), so it has no best checkpoint"]
+    best = (cfg.get("callbacks") or {}).get("best_checkpoint")
+    if best is None or best.get("monitor") is None:
+        return ["eval_ckpt=best needs callbacks.best_checkpoint, a ModelCheckpoint with a monitor (conf/callbacks/default.yaml)"]
+    return []
 
 
 def _incontext_problems(cfg: DictConfig) -> list[str]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gptlab.conditions import Condition
 from gptlab.report.results import ResultRow, append_results
 from gptlab.tasks.kinds import regime_for_k
 
@@ -59,9 +60,14 @@ def check_tasks(names: list[str], include_path: str | None) -> Any:
     return manager
 
 
+# what defines a gptlab-eval run besides its seed; batch size, device and output dir do not
+CONDITION_ARGS = ("checkpoint", "num_fewshot", "limit", "include_path")
+
+
 def result_rows(results: dict[str, Any], args: argparse.Namespace, model_name: str) -> list[ResultRow]:
     """One row per (task, metric) of lm-eval's ``results``; metric keys ``name,filter`` keep the
-    filter unless it is ``none``; standard errors are left out."""
+    filter unless it is ``none``; lm-eval's standard error of a metric is the row's ``stderr``.
+    The condition is the evaluation's arguments and the task (``CONDITION_ARGS``)."""
     rows = []
     for task, metrics in results["results"].items():
         n_eval = results.get("n-samples", {}).get(task, {}).get("effective")
@@ -70,11 +76,16 @@ def result_rows(results: dict[str, Any], args: argparse.Namespace, model_name: s
             if not filter_name or name.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
             metric = name if filter_name == "none" else f"{name},{filter_name}"
+            stderr = metrics.get(f"{name}_stderr,{filter_name}")
+            condition = Condition.from_values(
+                {"lm_eval.task": task, **{f"lm_eval.{arg}": getattr(args, arg) for arg in CONDITION_ARGS}}
+            )
             rows.append(
                 ResultRow(
                     task=task, split="lm-eval", metric=metric, value=float(value), regime=regime_for_k(args.num_fewshot),
                     model=model_name, seed=args.seed, init=args.checkpoint, k=args.num_fewshot, n_eval=n_eval,
-                    fewshot_seed=args.seed if args.num_fewshot else None, prompt=PROMPT,
+                    fewshot_seed=args.seed if args.num_fewshot else None, prompt=PROMPT, condition=condition.hash,
+                    config=condition.values, stderr=float(stderr) if isinstance(stderr, (int, float)) else None,
                 )
             )
     return rows

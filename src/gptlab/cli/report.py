@@ -2,27 +2,32 @@
 
     gptlab-report runs/demo                       # run dirs or multirun dirs, searched recursively
     gptlab-report runs/sst2 runs/sst2-icl --out report --metric acc --wandb
+    gptlab-report multirun/lambda-sweep --x regime.module.lm_lambda   # metric vs a swept value
 
 Reads every ``results.jsonl`` below the given directories, aggregates over seeds, prints the
 task × regime table (each evaluation suite's table with its score, and the curves of in-loop
 evaluation during pre-training) and writes into ``--out``: ``report.md``, ``results.csv`` (one line per
-aggregated cell) and ``plots/<task>.png``.
+aggregated cell) and ``plots/<task>.png`` (with ``--x KEY`` also ``plots/<task>_vs_<KEY>.png``).
+Runs are told apart by their full condition (``gptlab.conditions``): config values that differ
+between otherwise alike runs are table columns.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from gptlab.report.aggregate import PRETRAIN, Cell, aggregate, select_metric
 from gptlab.report.curves import curves_section
-from gptlab.report.plots import save_plots
+from gptlab.report.plots import save_plots, save_sweep_plots
 from gptlab.report.predictions import load_predictions
 from gptlab.report.results import find_results, read_results
 from gptlab.report.suite import is_suite_score, suite_tables
-from gptlab.report.table import CSV_FIELDS, comparison_table, tables_markdown, write_csv
+from gptlab.report.table import comparison_table, csv_rows, swept_columns, tables_markdown, write_csv
 
 REPORT_FILE = "report.md"
 CSV_FILE = "results.csv"
@@ -37,6 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories (searched recursively)")
     parser.add_argument("--out", help="where to write report.md, results.csv and plots/ (default: the first DIR; ./report when it is a file)")
     parser.add_argument("--metric", help="report this metric for every task that has it (default: each task's primary metric)")
+    parser.add_argument("--x", metavar="KEY", help="also plot each task's metric against this swept config value (a dotted key, e.g. regime.module.lm_lambda)")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B (offline unless WANDB_MODE says otherwise)")
     parser.add_argument("--wandb-project", help="W&B project (implies --wandb; default: gptlab)")
     return parser.parse_args(argv)
@@ -58,11 +64,11 @@ def log_to_wandb(cells: list[Cell], shown: list[Cell], plots: dict[str, Path], o
     )
     try:
         header, rows = comparison_table([c for c in shown if c.regime != PRETRAIN])
-        data = [[getattr(c, name) for name in CSV_FIELDS] for c in cells]
+        columns, data = csv_rows(cells)
         run.log(
             {
                 "report/comparison": wandb.Table(columns=header, data=rows),
-                "report/cells": wandb.Table(columns=list(CSV_FIELDS), data=data),
+                "report/cells": wandb.Table(columns=columns, data=data),
                 **{f"report/plot/{task}": wandb.Image(str(path)) for task, path in plots.items()},
             }
         )
@@ -96,8 +102,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not rows:
             raise ValueError(f"no result rows in {', '.join(map(str, files))}")
         # a suite's score and the evaluations during pre-training have tables of their own
-        cells = aggregate(row for row in rows if not is_suite_score(row) and row["step"] is None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cells = aggregate(row for row in rows if not is_suite_score(row) and row["step"] is None)
+        for warning in caught:
+            print(f"gptlab-report: warning: {warning.message}", file=sys.stderr)
         shown = select_metric(cells, args.metric)
+        if args.x is not None and args.x not in (swept := swept_columns(cells)):
+            raise ValueError(
+                f"--x {args.x}: no runs of the results differ only in it; "
+                f"swept config values: {', '.join(swept) or 'none'}"
+            )
         tables = tables_markdown(cells, args.metric) + suite_tables(rows)
     except (OSError, ValueError) as err:
         raise SystemExit(f"gptlab-report: error: {err}") from err
@@ -106,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out) if args.out else first if first.is_dir() else Path("report")
     out.mkdir(parents=True, exist_ok=True)
     plots = save_plots(shown, out / PLOTS_DIR)
+    if args.x is not None:
+        plots.update(save_sweep_plots(shown, args.x, out / PLOTS_DIR))
     inloop, curve_plots = curves_section(rows, out / PLOTS_DIR)
     tables += inloop
     plots.update(curve_plots)

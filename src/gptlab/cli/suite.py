@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.cli.train import build_datamodule, train
+from gptlab.conditions import Condition
 from gptlab.data.contract import TaskDataModule
 from gptlab.report.results import ResultRow, append_results
 from gptlab.resources import config_dir
@@ -102,11 +103,13 @@ def run_suite(cfg: DictConfig) -> dict[str, float]:
         run.value = metrics[f"{val_prefix(splits[0], splits)}{run.task.metric}"]
     scores = {k: suite_score([(r.value, r.chance) for r in runs if r.k == k]) for k in suite.shots}
     if rank_zero_only.rank == 0:
+        condition = Condition.of(cfg)
         rows = [
             ResultRow(
                 task=suite.name, split="suite", metric=SCORE_METRIC, value=score, regime=regime_for_k(k),
                 model=cfg.model.name, init=cfg.model.get("init_from") or "scratch", seed=cfg.seed, k=k,
-                n_eval=len(suite.tasks), chance=0.0, suite=suite.name,
+                n_eval=len(suite.tasks), chance=0.0, suite=suite.name, condition=condition.hash,
+                config=condition.values,
             )
             for k, score in scores.items()
         ]

@@ -1,5 +1,7 @@
 """What a run tells its experiment trackers beyond per-step metrics: the resolved config, the
-results rows, and (W&B) the end of the run, whatever way the run ended.
+results rows, the hyper-parameters with the final metrics where trackers compare runs
+(TensorBoard's HPARAMS tab, the W&B summary), and (W&B) the end of the run, whatever way the run
+ended.
 
 Lightning's loggers write on global rank 0 only, so nothing here needs a rank check.
 """
@@ -8,23 +10,45 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.fabric.loggers import TensorBoardLogger as FabricTensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.conditions import SEED_KEYS, Condition
 from gptlab.report.results import ResultRow
 
 RESULTS_TABLE_KEY = "results"
+CONDITION_KEY = "condition"
+FINAL_PREFIX = "final/"
 
 
-def log_resolved_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
-    """Every value the run used, interpolations resolved (W&B config, TensorBoard hparams,
-    the CSV logger's hparams.yaml)."""
+def log_resolved_config(loggers: Iterable[Logger], cfg: DictConfig, condition: Condition) -> None:
+    """Every value the run used, interpolations resolved, and its condition's hash (W&B config,
+    TensorBoard's and the CSV logger's hparams.yaml)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
-        logger.log_hyperparams(resolved)
+        logger.log_hyperparams({**resolved, CONDITION_KEY: condition.hash})
+
+
+def log_final_metrics(
+    loggers: Iterable[Logger], cfg: DictConfig, condition: Condition, metrics: Mapping[str, float], step: int
+) -> None:
+    """The run's hyper-parameters (its condition's values, seeds and hash) with its final metrics
+    as ``final/<metric>``: TensorBoard's hparams plugin data (the HPARAMS tab lists every run of a
+    sweep with them) and the W&B run summary (its config already holds the resolved config)."""
+    final = {f"{FINAL_PREFIX}{name}": value for name, value in metrics.items()}
+    seeds = {key: OmegaConf.select(cfg, key) for key in SEED_KEYS if OmegaConf.select(cfg, key) is not None}
+    hparams = {**condition.values, **seeds, CONDITION_KEY: condition.hash}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # Lightning's fabric-level method writes the plugin data; the subclass's own would also
+            # merge these flat keys into hparams.yaml, which holds the nested resolved config
+            FabricTensorBoardLogger.log_hyperparams(logger, hparams, metrics=final, step=step)
+        elif isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({**final, CONDITION_KEY: condition.hash})
 
 
 def log_results_table(loggers: Iterable[Logger], rows: Sequence[ResultRow]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,17 @@ from lightning.fabric.utilities.seed import reset_seed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.cli.sweep import SweepJob, optimized_value
-from gptlab.cli.tracking import log_resolved_config, log_results_table, wandb_run_finished
+from gptlab.cli.tracking import log_final_metrics, log_resolved_config, log_results_table, wandb_run_finished
+from gptlab.conditions import Condition
 from gptlab.data.contract import TaskDataModule
-from gptlab.lit.checkpoint_io import newest_valid_checkpoint
+from gptlab.lit.checkpoint_io import CHECKPOINT_DIR, newest_valid_checkpoint
+from gptlab.lit.inloop import SuiteEvaluation
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.model.gpt import GPT
 from gptlab.report.predictions import write_predictions
 from gptlab.report.results import ResultRow, append_results
+from gptlab.report.stderr import metric_stderrs
 from gptlab.resources import config_dir
 from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scorer_node, validate_config
 from gptlab.tasks.suite import suite_contribution
@@ -69,7 +73,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        directory = output_dir / "checkpoints"
+        directory = output_dir / CHECKPOINT_DIR
         newest = newest_valid_checkpoint(directory)
         if newest is None:
             raise FileNotFoundError(f"ckpt_path=last: no valid checkpoint in {directory}")
@@ -146,34 +150,57 @@ def train(
             "task=%s (kind %s): regime=%s builds regime.%s's DataModule and module",
             cfg.task.name, cfg.task.kind, cfg.regime.name, node,
         )
+    condition = Condition.of(cfg)
     datamodule, module, trainer = build_all(cfg, datamodule, model)
-    log_resolved_config(trainer.loggers, cfg)
+    for callback in trainer.callbacks:
+        if isinstance(callback, SuiteEvaluation):  # its rows are this run's
+            callback.condition = condition
+    log_resolved_config(trainer.loggers, cfg, condition)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    if cfg.regime.get("fit", True):
+    fit = cfg.regime.get("fit", True)
+    if fit:
         # DDP re-seeds every process when it starts; doing the same on one device makes what is
         # drawn from here on (a task head's init in setup) the same for any number of devices
         reset_seed()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     else:
         log.info("regime=%s: no training (regime.fit=false), validating the backbone as it is", cfg.regime.name)
-    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
+    eval_ckpt, weights = evaluation_weights(cfg, trainer) if fit else (None, None)
+    validated = trainer.validate(module, datamodule=datamodule, ckpt_path=weights, verbose=False)
+    metrics = {k: float(v) for k, v in validated[0].items()}
     if trainer.is_global_zero:
-        rows = result_rows(cfg, metrics, datamodule, trainer)
+        records = module.predictions.records if isinstance(getattr(module, "predictions", None), PredictionLog) else None
+        rows = result_rows(cfg, metrics, datamodule, trainer, condition=condition, eval_ckpt=eval_ckpt, predictions=records)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)
-        if isinstance(getattr(module, "predictions", None), PredictionLog):
+        if records is not None:
             incontext = is_incontext(cfg)
             run = {"task": cfg.task.name, "regime": cfg.regime.name, "model": cfg.model.name,
                    "k": cfg.regime.k if incontext else None,
                    "fewshot_seed": cfg.regime.fewshot_seed if incontext else None, "prompt": datamodule.prompt_name}
-            log.info("per-example output: %s", write_predictions(output_dir, run, module.predictions.records))
+            log.info("per-example output: %s", write_predictions(output_dir, run, records))
         log_results_table(trainer.loggers, rows)
+        log_final_metrics(trainer.loggers, cfg, condition, metrics, trainer.global_step)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         print(f"[gptlab] {cfg.task.name} / {cfg.regime.name} / {cfg.model.name}: {summary}")
         print(f"[gptlab] run dir: {output_dir}")
         if cfg.sample.num_samples > 0:
             print_samples(module.model, cfg.sample)
     return metrics
+
+
+def evaluation_weights(cfg: DictConfig, trainer: pl.Trainer) -> tuple[str, str | None]:
+    """(which weights, the checkpoint to load for them) after fitting, as ``eval_ckpt`` asks:
+    ``last`` are the weights in memory; ``best`` those of the monitored checkpoint callback (the
+    last ones, with a warning, when it kept none: no validation ran)."""
+    if cfg.get("eval_ckpt", "last") != "best":
+        return "last", None
+    best = next(cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None))
+    if not best.best_model_path:
+        log.warning("eval_ckpt=best: %s kept no checkpoint (no validation ran); evaluating the last weights", best.monitor)
+        return "last", None
+    log.info("eval_ckpt=best: %s=%.4g at %s", best.monitor, float(best.best_model_score), best.best_model_path)
+    return "best", best.best_model_path
 
 
 def eval_split_sizes(datamodule: TaskDataModule, trainer: pl.Trainer) -> dict[str, int | None]:
@@ -189,17 +216,28 @@ def eval_split_sizes(datamodule: TaskDataModule, trainer: pl.Trainer) -> dict[st
 
 
 def result_rows(
-    cfg: DictConfig, metrics: dict[str, float], datamodule: TaskDataModule, trainer: pl.Trainer
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    datamodule: TaskDataModule,
+    trainer: pl.Trainer,
+    *,
+    condition: Condition | None = None,
+    eval_ckpt: str | None = None,
+    predictions: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> list[ResultRow]:
     """One row per logged ``val/<metric>`` (first eval split) or ``val/<split>/<metric>``.
 
     Everything but the config comes from the DataModule contract (``gptlab.data.contract``):
     in-context rows record ``k``, ``fewshot_seed`` and the prompt's name; labelled tasks get the
-    metric's ``chance`` level, computed when the data was read. Blank lines the data readers
-    skipped follow as a ``skipped_blank_lines`` row for each data split that had any, so what the
-    skip policy dropped is on record. A run of an evaluation suite marks the row its task
-    contributes to the suite's score with the suite's name.
+    metric's ``chance`` level, computed when the data was read. What the data cut or skipped is on
+    record too: ``n_truncated`` (examples cut to the window) and ``dropped_words`` (NER words cut)
+    for each split that had any, and ``skipped_blank_lines`` for each data split whose reader
+    skipped some. A run of an evaluation suite marks the row its task contributes to the suite's
+    score with the suite's name. Every row carries the run's ``condition`` (``Condition.of(cfg)``
+    when not given) and ``eval_ckpt``; a metric that is a mean over the per-example
+    ``predictions`` gets its bootstrap ``stderr``.
     """
+    condition = condition or Condition.of(cfg)
     if not isinstance(datamodule, TaskDataModule):
         raise TypeError(f"{type(datamodule).__name__} is not a gptlab.data.contract.TaskDataModule")
     splits = eval_split_sizes(datamodule, trainer)
@@ -215,9 +253,13 @@ def result_rows(
         if not sep or split not in splits:
             split, metric = first, name[len("val/"):]
         values[split, metric] = value
-    for split, count in datamodule.skipped_lines.items():
-        if count:
-            values[split, "skipped_blank_lines"] = float(count)
+    counts = {"n_truncated": datamodule.truncated, "dropped_words": datamodule.dropped_words,
+              "skipped_blank_lines": datamodule.skipped_lines}
+    for metric, per_split in counts.items():
+        for split, count in per_split.items():
+            if count:
+                values.setdefault((split, metric), float(count))  # an evaluation module may log it
+    stderrs = metric_stderrs(predictions or {}, values)
     return [
         ResultRow(
             task=cfg.task.name,
@@ -235,6 +277,10 @@ def result_rows(
             prompt=datamodule.prompt_name,
             chance=chance.get(split, {}).get(metric),
             suite=suite if (split, metric) == (first, contributed) else None,
+            condition=condition.hash,
+            config=condition.values,
+            stderr=stderrs.get((split, metric)),
+            eval_ckpt=eval_ckpt,
         )
         for (split, metric), value in values.items()
     ]

@@ -33,6 +33,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import OmegaConf
 
 from gptlab.bounds import POSITIVE, check_arguments
+from gptlab.conditions import Condition
 from gptlab.data.generative import GenerativeDataModule
 from gptlab.data.incontext import InContextDataModule
 from gptlab.lit.generative import GenerativeModule
@@ -84,7 +85,8 @@ class SuiteEvaluation(pl.Callback):
     optimizer steps of pre-training (see the module doc). ``data_dir`` is the tasks'
     ``paths.data_dir``; ``block_size`` and ``batch_size`` are the scoring window and examples per
     batch; ``output_dir`` is the run directory whose ``results.jsonl`` gets the rows, which record
-    ``model``, ``init`` and ``seed``."""
+    ``model``, ``init``, ``seed`` and the pre-training run's ``condition`` (set by the run that
+    builds the callback)."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class SuiteEvaluation(pl.Callback):
         self.every_n_steps, self.data_dir, self.output_dir = every_n_steps, data_dir, Path(output_dir)
         self.block_size, self.batch_size = block_size, batch_size
         self.identity = {"model": model, "init": init or "scratch", "seed": seed}
+        self.condition: Condition | None = None
         self.scorers: list[_Scorer] = []
         self.done: set[int] = set()
 
@@ -189,6 +192,8 @@ class SuiteEvaluation(pl.Callback):
         """Every task's metrics and the suite's score at this step, as ``results.jsonl`` rows."""
         name = self.suite.name
         common = {**self.identity, "step": step, "tokens": tokens}
+        if self.condition is not None:
+            common.update(condition=self.condition.hash, config=self.condition.values)
         rows = []
         for scorer, metrics, levels in zip(self.scorers, scores, chance):
             datamodule = scorer.datamodule

@@ -1,14 +1,23 @@
 """Aggregate ``results.jsonl`` rows over seeds: one ``Cell`` (mean, std, n) per condition.
 
-A condition is everything that defines an experiment except its seeds: task, split, metric,
-regime, model, initial weights, k (examples in the prompt), the number of labelled training
-examples and the prompt. Rows that share a condition are runs with different seeds (training
-seed, few-shot sampling seed) and are averaged.
+A condition is everything that defines an experiment except its seeds: the row's ``condition``
+(``gptlab.conditions``: the hash of the run's resolved config less seeds, paths and logging) and
+the keys the tables show it by (task, split, metric, regime, model, initial weights, k, the
+number of labelled training examples and the prompt). Rows that share a condition are runs with
+different seeds (training seed, few-shot sampling seed) and are averaged; two rows of one
+condition and the same seeds are the same experiment twice: they are flagged as duplicates, not
+counted as two runs. The config values that tell apart conditions otherwise alike (a swept
+``regime.module.lm_lambda``) become each cell's ``params``, which the tables show as columns.
+
+Rows written before conditions were recorded have none; they are grouped by the keys alone, as
+then, with a warning.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +26,8 @@ from typing import Any
 from gptlab.tasks.kinds import FEW_SHOT, FIXED_K  # k of the regimes that fix it, for rows without k
 
 GROUP_KEYS = ("task", "split", "metric", "regime", "model", "init", "k", "n_train_examples", "prompt")
+# what makes two rows of one condition the same experiment
+SEED_FIELDS = ("seed", "fewshot_seed")
 
 FINETUNE = "finetune"
 PRETRAIN = "pretrain"
@@ -29,6 +40,7 @@ REGIME_ORDER = (FINETUNE, *IN_CONTEXT, PRETRAIN)
 # language modelling.
 PRIMARY_METRICS = ("mcc", "pearson", "acc", "exact_match", "f1", "ppl")
 PREFERRED_SPLIT = "validation"
+Params = tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,20 @@ class Cell:
     n_train_examples: int | None
     prompt: str | None
     mean: float
-    # sample standard deviation (n - 1); None for a single run
+    # sample standard deviation (n - 1) over seeds; None for a single run
     std: float | None
+    # runs: distinct seeds
     n: int
     # the metric's chance / majority-class level, None when no row records it
     chance: float | None
+    # the condition's hash (None: rows that record none) and the values of the config keys that
+    # tell it apart from conditions with the same keys above (``swept_keys``)
+    condition: str | None = None
+    params: Params = ()
+    # rows beyond one per seed: the same experiment run again (same condition, same seeds)
+    duplicates: int = 0
+    # bootstrap standard error over the examples of a single run (from its per-example outputs)
+    stderr: float | None = None
 
     @property
     def labelled_examples(self) -> int | None:
@@ -82,18 +103,56 @@ def cell_sort_key(cell: Cell) -> tuple[Any, ...]:
         _none_last(cell.k),
         _none_last(cell.n_train_examples),
         str(cell.prompt),
+        [param_sort_key(value) for _, value in cell.params],
     )
+
+
+def param_sort_key(value: Any) -> tuple[Any, ...]:
+    """Numbers in numeric order, then other values by their text, None last."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value is None, not number, value if number else 0, str(value)
+
+
+def _same(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def swept_keys(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The config keys whose values differ between conditions that share all ``GROUP_KEYS``
+    (a λ ablation's ``regime.module.lm_lambda``), in alphabetical order."""
+    configs: dict[tuple[Any, ...], dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        if row.get("condition") is not None:
+            configs[tuple(row.get(name) for name in GROUP_KEYS)][row["condition"]] = row.get("config") or {}
+    swept: set[str] = set()
+    for alike in configs.values():
+        if len(alike) > 1:
+            keys = set().union(*alike.values())
+            swept |= {key for key in keys if len({_same(c.get(key)) for c in alike.values()}) > 1}
+    return sorted(swept)
 
 
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
     """Group ``rows`` (as ``read_results`` returns them) by condition; sorted cells."""
+    rows = list(rows)
+    if unmarked := sum(row.get("condition") is None for row in rows):
+        warnings.warn(
+            f"{unmarked} of {len(rows)} result rows record no condition (written before gptlab recorded "
+            f"one): they are grouped by {', '.join(GROUP_KEYS)} only, whatever else their runs changed",
+            stacklevel=2,
+        )
+    swept = swept_keys(rows)
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row.get(name) for name in GROUP_KEYS)].append(row)
+        groups[(*(row.get(name) for name in GROUP_KEYS), row.get("condition"))].append(row)
     cells = []
-    for key, members in groups.items():
-        values = [float(row["value"]) for row in members]
+    for (*key, condition), members in groups.items():
+        by_seeds: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+        for row in members:
+            by_seeds[tuple(row.get(name) for name in SEED_FIELDS)].append(float(row["value"]))
+        values = [statistics.fmean(same) for same in by_seeds.values()]
         chances = [float(row["chance"]) for row in members if row.get("chance") is not None]
+        config = members[0].get("config") or {}
         cells.append(
             Cell(
                 **dict(zip(GROUP_KEYS, key)),
@@ -101,6 +160,10 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
                 std=statistics.stdev(values) if len(values) > 1 else None,
                 n=len(values),
                 chance=statistics.fmean(chances) if chances else None,
+                condition=condition,
+                params=tuple((name, config.get(name)) for name in swept),
+                duplicates=len(members) - len(values),
+                stderr=members[0].get("stderr") if len(members) == 1 else None,
             )
         )
     return sorted(cells, key=cell_sort_key)

@@ -38,6 +38,14 @@ class ResultRow:
     # rows written during pre-training (gptlab.lit.inloop): optimizer steps and tokens seen so far
     step: int | None = None
     tokens: int | None = None
+    # what the run was (gptlab.conditions): the hash of its condition (its resolved config less
+    # seeds, paths and logging) and that config's values by dotted key
+    condition: str | None = None
+    config: dict[str, Any] | None = None
+    # bootstrap standard error of the value over the run's examples (gptlab.report.stderr)
+    stderr: float | None = None
+    # the weights a run that trained was evaluated with: "last" or "best" (eval_ckpt)
+    eval_ckpt: str | None = None
     gptlab_version: str | None = None
 
     def __post_init__(self) -> None:

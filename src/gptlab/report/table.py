@@ -1,8 +1,9 @@
 """The comparison table (task × regime) as markdown and the aggregated cells as CSV.
 
-Rows are (task, split, metric, model, init); columns are regimes. A regime whose runs differ in
-a setting (fine-tuning's N labelled examples, few-shot's k, the prompt) gets one column per
-setting where one table row has several of them; otherwise one column, whose header names the
+Rows are (task, split, metric, model, init) and the swept config values that tell conditions
+apart (``Cell.params``: λ = 0 and λ = 0.5 are two rows); columns are regimes. A regime whose runs
+differ in a setting (fine-tuning's N labelled examples, few-shot's k, the prompt) gets one column
+per setting where one table row has several of them; otherwise one column, whose header names the
 setting when all rows share it and whose cells name it when they do not.
 """
 
@@ -21,14 +22,38 @@ from gptlab.report.aggregate import (
     IN_CONTEXT,
     PRETRAIN,
     Cell,
+    Params,
     regime_rank,
     select_metric,
 )
 
 ROW_KEYS = ("task", "split", "metric", "model", "init")
-CSV_FIELDS = (*GROUP_KEYS, "labelled_examples", "mean", "std", "n", "chance")
+CSV_FIELDS = (*GROUP_KEYS, "condition", "labelled_examples", "mean", "std", "n", "duplicates", "stderr", "chance")
 MISSING = "–"
-Params = tuple[tuple[str, Any], ...]
+
+
+def short_names(keys: Iterable[str]) -> dict[str, str]:
+    """Each dotted config key by its shortest unique tail: ``regime.module.lm_lambda`` ->
+    ``lm_lambda`` unless another key ends the same way."""
+    keys = list(keys)
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for size in range(1, len(parts) + 1):
+            tail = ".".join(parts[-size:])
+            if sum(k == tail or k.endswith("." + tail) for k in keys) == 1:
+                break
+        names[key] = tail
+    return names
+
+
+def swept_columns(cells: list[Cell]) -> list[str]:
+    """The swept config keys the cells' ``params`` hold (the same for every cell of one aggregate)."""
+    return [name for name, _ in cells[0].params] if cells else []
+
+
+def param_text(value: Any) -> str:
+    return MISSING if value is None else str(value)
 
 
 def _params(cell: Cell, with_prompt: bool) -> Params:
@@ -52,10 +77,19 @@ def _params_sort_key(params: Params) -> tuple[Any, ...]:
 
 
 def format_value(cell: Cell, params: Params = ()) -> str:
-    """``mean ± std (n=…)``, with the cell's own settings when its column does not name them."""
-    text = f"{cell.mean:.3f}" if cell.std is None else f"{cell.mean:.3f} ± {cell.std:.3f}"
-    notes = ", ".join([f"n={cell.n}", *([_params_text(params)] if params else [])])
-    return f"{text} ({notes})"
+    """``mean ± std (n=…)`` (a single run: ``± stderr SE``), with same-seed duplicates flagged
+    and the cell's own settings when its column does not name them."""
+    text = f"{cell.mean:.3f}"
+    if cell.std is not None:
+        text += f" ± {cell.std:.3f}"
+    elif cell.stderr is not None:
+        text += f" ± {cell.stderr:.3f} SE"
+    notes = [f"n={cell.n}"]
+    if cell.duplicates:
+        notes.append(f"+{cell.duplicates} same-seed duplicate{'s' if cell.duplicates > 1 else ''}")
+    if params:
+        notes.append(_params_text(params))
+    return f"{text} ({', '.join(notes)})"
 
 
 def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]:
@@ -63,7 +97,8 @@ def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]
     cells = list(cells)
     rows: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
     for cell in cells:
-        rows[tuple(getattr(cell, k) for k in ROW_KEYS)].append(cell)
+        rows[(*(getattr(cell, k) for k in ROW_KEYS), *(value for _, value in cell.params))].append(cell)
+    swept = swept_columns(cells)
     regimes = sorted({c.regime for c in cells}, key=regime_rank)
 
     def row_params(row_cells: list[Cell], regime: str, with_prompt: bool) -> set[Params]:
@@ -88,11 +123,12 @@ def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]
 
     show_init = len({c.init for c in cells}) > 1
     show_chance = any(c.chance is not None for c in cells)
-    header = [*(k for k in ROW_KEYS if k != "init" or show_init), *(h for h, _, _ in columns)]
-    header += ["chance"] if show_chance else []
+    header = [*(k for k in ROW_KEYS if k != "init" or show_init), *short_names(swept).values()]
+    header += [h for h, _, _ in columns] + (["chance"] if show_chance else [])
     body = []
     for key, row_cells in rows.items():
         line = [str(v) for k, v in zip(ROW_KEYS, key) if k != "init" or show_init]
+        line += [param_text(value) for value in key[len(ROW_KEYS):]]
         for _, regime, params in columns:
             with_prompt = params is not None and any(name == "prompt" for name, _ in params)
             match = [
@@ -133,8 +169,10 @@ def tables_markdown(cells: Iterable[Cell], metric: str | None = None) -> str:
     if compared:
         sections.append(
             f"## Fine-tuning vs prompting ({which})\n\n"
-            "mean ± sample std over seeds (n runs); N = labelled training examples of fine-tuning, "
-            "k = examples in the prompt; chance = the metric's chance / majority-class level.\n\n"
+            "mean ± sample std over seeds (n runs; a single run: ± the bootstrap standard error over "
+            "its examples, SE); N = labelled training examples of fine-tuning, k = examples in the "
+            "prompt; chance = the metric's chance / majority-class level. Other columns before the "
+            "regimes are config values the conditions differ in.\n\n"
             + to_markdown(*comparison_table(compared))
         )
     pretrained = [c for c in chosen if c.regime == PRETRAIN]
@@ -145,14 +183,21 @@ def tables_markdown(cells: Iterable[Cell], metric: str | None = None) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def csv_rows(cells: Iterable[Cell]) -> tuple[list[str], list[list[Any]]]:
+    """Columns (``CSV_FIELDS`` then the swept config keys) and one row per cell."""
+    cells = list(cells)
+    columns = [*CSV_FIELDS, *swept_columns(cells)]
+    return columns, [[getattr(c, name) for name in CSV_FIELDS] + [v for _, v in c.params] for c in cells]
+
+
 def write_csv(cells: Iterable[Cell], path: str | Path) -> Path:
-    """One line per aggregated cell: its grouping keys, labelled examples, mean, std, n, chance."""
+    """One line per aggregated cell: its grouping keys and condition, labelled examples, mean,
+    std, n, duplicates, stderr, chance and the swept config values."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    columns, rows = csv_rows(cells)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for cell in cells:
-            values = {name: getattr(cell, name) for name in CSV_FIELDS}
-            writer.writerow({k: "" if v is None else v for k, v in values.items()})
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
     return path
