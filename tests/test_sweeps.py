@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import signal
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -18,6 +22,8 @@ import optuna
 import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from gptlab.cli.report import main as report_main
 from gptlab.cli.sweep import COMPLETE_MARKER, FAILURES_FILE, config_hash, job_dirname
@@ -123,6 +129,94 @@ def test_a_failing_job_is_reported_at_the_end_and_a_rerun_runs_only_unfinished_j
     assert len(rows_of(good)) == len(first)  # the new attempt's rows only
     assert (good / "results.jsonl.stale").read_text().splitlines() == [json.dumps(r, sort_keys=True) for r in first]
     assert (good / COMPLETE_MARKER).is_file()
+
+
+def hparams_of(run_dir: Path) -> tuple[dict, list[str]]:
+    """What TensorBoard's HPARAMS tab reads from a run's event files: its hyper-parameters and
+    the tags of the metrics it lists with them."""
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    values = {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in start.hparams.items()}
+    return values, [info.name.tag for info in experiment.metric_infos]
+
+
+def test_a_lambda_sweep_is_two_conditions_in_the_report_and_in_tensorboards_hparams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "lambda"
+    job = [arg for arg in FAST_JOB if "lm_lambda" not in arg]
+    assert gptlab("-m", *job, "regime.module.lm_lambda=0,0.5", "seed=1", "logger=tensorboard", f"hydra.sweep.dir={sweep}") == 0
+    capsys.readouterr()
+
+    report_main([str(sweep), "--out", str(tmp_path / "report")])
+    assert "warning" not in capsys.readouterr().err
+    with open(tmp_path / "report" / "results.csv") as f:
+        cells = [c for c in csv.DictReader(f) if c["metric"] == "acc"]
+    # one run each, not one condition of two same-seed runs
+    assert sorted((c["regime.module.lm_lambda"], c["n"], c["duplicates"]) for c in cells) == [("0", "1", "0"), ("0.5", "1", "0")]
+
+    for lam, job_dir in [(lam, next(d for n, d in job_dirs(sweep).items() if f"lm_lambda={lam}," in n)) for lam in (0, 0.5)]:
+        (row,) = [r for r in rows_of(job_dir) if r["metric"] == "acc"]
+        assert row["config"]["regime.module.lm_lambda"] == lam and "seed" not in row["config"]
+        (version,) = (job_dir / "tensorboard").iterdir()
+        hparams, metrics = hparams_of(version)
+        assert (hparams["regime.module.lm_lambda"], hparams["seed"], hparams["condition"]) == (lam, 1, row["condition"])
+        assert {"final/val/acc", "final/val/loss"} <= set(metrics)
+
+
+# Runs gptlab's app, killing its own process (SIGKILL: no clean-up runs) when the job whose dir
+# name holds KILL_IN reaches optimizer step KILL_AT.
+KILLING_APP = """
+import os, signal, sys
+from gptlab.lit.batch_seed import BatchSeed
+from gptlab.cli.train import main
+at, where, train_batch_start = int(os.environ["KILL_AT"]), os.environ["KILL_IN"], BatchSeed.on_train_batch_start
+def kill_at_step(self, trainer, *args):
+    if trainer.global_step == at and where in str(trainer.default_root_dir):
+        os.kill(os.getpid(), signal.SIGKILL)
+    train_batch_start(self, trainer, *args)
+BatchSeed.on_train_batch_start = kill_at_step
+sys.argv = ["gptlab", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_job_resumes_the_job_from_its_checkpoint_to_an_uninterrupted_sweeps_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = [arg for arg in FAST_JOB if not arg.startswith(("callbacks.model_checkpoint", "trainer.max_steps"))]
+    args = (*job, "trainer.max_steps=6", "callbacks.model_checkpoint.every_n_train_steps=2", "seed=1,2")
+    assert gptlab("-m", *args, f"hydra.sweep.dir={tmp_path / 'whole'}") == 0
+    whole = {name: rows_of(d) for name, d in job_dirs(tmp_path / "whole").items()}
+
+    sweep = tmp_path / "killed"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLING_APP, "-m", *args, f"hydra.sweep.dir={sweep}"],
+        env={**os.environ, "KILL_AT": "5", "KILL_IN": "seed=2"}, capture_output=True, text=True, timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    first, second = sorted(job_dirs(sweep).items())  # seed=1 finished, seed=2 died after step 4's checkpoint
+    assert (first[1] / COMPLETE_MARKER).is_file() and not (second[1] / COMPLETE_MARKER).exists()
+    assert not (second[1] / "results.jsonl").exists()
+
+    capsys.readouterr()
+    assert gptlab("-m", *args, f"hydra.sweep.dir={sweep}") == 0
+    out = capsys.readouterr().out
+    assert f"{first[1]}: complete in an earlier run of this sweep, skipped" in out
+    # from the newest checkpoint the killed attempt wrote (at most step 5: it died starting step 6)
+    assert re.search(rf"{re.escape(str(second[1]))}: resuming an unfinished earlier attempt from .*step000000[1-5]\.ckpt", out)
+    # the resumed attempt (the CSV logger's second version) trained on from there, not from scratch
+    with open(second[1] / "csv" / "version_1" / "metrics.csv") as f:
+        assert min(int(line["step"]) for line in csv.DictReader(f) if line.get("train/loss")) >= 4
+    for name, rows in whole.items():
+        resumed = rows_of(sweep / name)
+        assert [(r["metric"], r["value"], r["condition"]) for r in resumed] == [
+            (r["metric"], r["value"], r["condition"]) for r in rows
+        ]
 
 
 def test_optuna_sweep_stores_its_study_in_the_sweep_dir_and_resumes(tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 
 from gptlab.data.tokenizer import EOT, EOT_ID, get_tokenizer
+from gptlab.lit.checkpoint_io import CHECKPOINT_DIR
 from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.generate import generate
 from gptlab.model.gpt import GPT
 
 RULE = "-" * 80
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+LAST_CHECKPOINT = Path(CHECKPOINT_DIR) / "last.ckpt"
 
 
 def encode_prompt(prompt: str) -> list[int]:

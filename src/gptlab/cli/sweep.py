@@ -1,6 +1,6 @@
 """Multirun jobs that survive a failing neighbour and an interrupted sweep.
 
-``gptlab -m ...`` runs one job per combination. This module gives each job three properties:
+``gptlab -m ...`` runs one job per combination. This module gives each job four properties:
 
 - **A stable directory.** ``hydra.sweep.subdir`` is the job's overrides
   (``model=gpt-nano,seed=1,task=sst2``, see ``job_dirname``), not its position in the sweep, so a
@@ -8,6 +8,11 @@
 - **A completion marker.** After ``results.jsonl`` is written, rank 0 writes ``job_complete.json``
   atomically with a hash of the job's config and its final metrics. A re-run skips a job whose
   marker matches its config and returns the stored metrics, so Optuna still gets its value.
+- **Resume.** Each attempt records its config hash (``job_attempt.json``). A re-run of a job
+  that did not finish, with the same config, resumes from the job's newest valid checkpoint as
+  ``ckpt_path=last`` does for a single run (exactly: the same results as an uninterrupted job).
+  The rows its earlier attempt wrote at the end are set aside, those written during training
+  (in-loop evaluation) kept; checkpoints of an attempt with another config are set aside too.
 - **Failure capture.** A job that raises is logged with its traceback (the job's ``.log`` file),
   recorded in ``<sweep dir>/failed_jobs.jsonl`` and returns ``None``: the sweeper goes on with the
   next job (Optuna marks the trial failed). ``SweepSummary``, a Hydra callback, lists the failures
@@ -19,6 +24,7 @@ Single runs (no ``-m``) are not touched: their exceptions propagate as usual.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -37,16 +43,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gptlab.atomic import write_atomic
+from gptlab.conditions import digest, identity
+from gptlab.lit.checkpoint_io import CHECKPOINT_DIR, checkpoint_files, newest_valid_checkpoint
 from gptlab.report.results import RESULTS_FILE
 
 log = logging.getLogger("gptlab")
 
 COMPLETE_MARKER = "job_complete.json"
+ATTEMPT_MARKER = "job_attempt.json"
+STALE_SUFFIX = ".stale"
 FAILURES_FILE = "failed_jobs.jsonl"
-# Keys that say how a run is tracked or displayed, not what it computes (``paths.*`` too, see
-# ``config_hash``): changing them neither makes a finished job stale nor moves it to another
-# directory (conf/hydra/default.yaml leaves the same keys out of the job's directory name).
-NON_IDENTITY_KEYS = ("logger", "tags", "ckpt_path", "callbacks.progress_bar", "trainer.enable_progress_bar")
 # A directory name stays well below the usual 255-byte limit of one path component.
 _MAX_DIRNAME = 200
 
@@ -76,22 +82,9 @@ OmegaConf.register_new_resolver("gptlab.sweep_name", sweep_name, replace=True)
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of what a job computes: the resolved config, independent of where its files live.
-
-    Every ``paths.*`` value becomes a placeholder before resolving, so a sweep dir that moved or a
-    data dir given another way (relative, absolute) does not make a finished job stale.
-    """
-    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    with open_dict(plain):
-        for key in plain.get("paths") or {}:
-            plain.paths[key] = f"<paths.{key}>"
-        for dotted in NON_IDENTITY_KEYS:
-            parent, _, leaf = dotted.rpartition(".")
-            node = OmegaConf.select(plain, parent) if parent else plain
-            if node is not None and leaf in node:
-                del node[leaf]
-    text = json.dumps(OmegaConf.to_container(plain, resolve=True), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Hash of what a job computes (``gptlab.conditions.identity``): a sweep dir that moved, a
+    data dir given another way or another logger does not make a finished job stale."""
+    return digest(identity(cfg))
 
 
 def optimized_value(metrics: dict[str, float] | None, name: str | None) -> float | None:
@@ -156,9 +149,19 @@ class SweepJob:
             if stored is not None:
                 print(f"[gptlab] {self.dir}: complete in an earlier run of this sweep, skipped")
                 return stored
+            resume = self.resumable(digest, cfg)
             if self.writer:
-                self._set_aside_earlier_results()
-            with self._isolated():
+                self._set_aside_earlier_attempt(resume is not None, cfg)
+                record = {"config_hash": digest, "overrides": self.overrides}
+                write_atomic(self.dir / ATTEMPT_MARKER, (json.dumps(record, indent=1) + "\n").encode())
+            extra = []
+            if resume is not None:
+                print(f"[gptlab] {self.dir}: resuming an unfinished earlier attempt from {resume}")
+                extra = ["ckpt_path=last"]
+                cfg = copy.deepcopy(cfg)
+                with read_write(cfg), open_dict(cfg):
+                    cfg.ckpt_path = "last"
+            with self._isolated(extra):
                 metrics = task(cfg)
         except Exception as err:
             log.exception("job %s failed", self.dir)
@@ -170,15 +173,41 @@ class SweepJob:
             write_atomic(self.marker, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
         return metrics
 
-    def _set_aside_earlier_results(self) -> None:
-        """Rows of an unfinished or differently configured earlier attempt are kept, but under a
-        name the report does not read, so the new attempt's rows are not counted twice."""
+    def resumable(self, digest: str, cfg: DictConfig) -> Path | None:
+        """The checkpoint an unfinished earlier attempt of this very config left, if any (and the
+        job names no ``ckpt_path`` of its own)."""
+        if cfg.get("ckpt_path") is not None:
+            return None
+        try:
+            attempt = json.loads((self.dir / ATTEMPT_MARKER).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if attempt.get("config_hash") != digest:
+            return None
+        return newest_valid_checkpoint(self.dir / CHECKPOINT_DIR)
+
+    def _set_aside_earlier_attempt(self, resuming: bool, cfg: DictConfig) -> None:
+        """What an unfinished or differently configured earlier attempt wrote is kept, but under a
+        name that neither the report nor the new attempt reads, so nothing is counted twice:
+        its result rows (when resuming, only the final ones: in-loop rows continue their curve)
+        and, unless the new attempt resumes from them or names a checkpoint, its checkpoints."""
         self.marker.unlink(missing_ok=True)
         results = self.dir / RESULTS_FILE
         if results.is_file():
-            stale = results.with_name(RESULTS_FILE + ".stale")
-            results.replace(stale)
+            keep: list[str] = []
+            final: list[str] = []
+            for line in results.read_text(encoding="utf-8").splitlines(keepends=True):
+                (keep if resuming and _written_in_loop(line) else final).append(line)
+            stale = results.with_name(RESULTS_FILE + STALE_SUFFIX)
+            with open(stale, "a", encoding="utf-8") as f:  # earlier stale rows stay
+                f.writelines(final)
+            write_atomic(results, "".join(keep).encode())
             log.warning("%s: results of an earlier unfinished attempt moved to %s", self.dir, stale.name)
+        checkpoints = self.dir / CHECKPOINT_DIR
+        if not resuming and cfg.get("ckpt_path") is None and checkpoint_files(checkpoints):
+            aside = _free_name(checkpoints.with_name(CHECKPOINT_DIR + STALE_SUFFIX))
+            checkpoints.replace(aside)
+            log.warning("%s: checkpoints of an earlier attempt with another config moved to %s", self.dir, aside.name)
 
     def _record_failure(self, err: BaseException) -> None:
         record = {
@@ -192,18 +221,19 @@ class SweepJob:
             f.write(json.dumps(record) + "\n")
 
     @contextlib.contextmanager
-    def _isolated(self) -> Iterator[None]:
+    def _isolated(self, extra: list[str]) -> Iterator[None]:
         """Run in-process, one job after another, as if each were alone.
 
         Lightning starts DDP ranks 1..N-1 by re-running ``sys.argv`` with ``hydra.run.dir``: in a
         multirun that would start the whole sweep again, elsewhere, so both point at this one job
-        (its overrides, its directory) while it runs. Afterwards the process group and the
+        (its overrides, plus ``extra`` ones such as a resume's ``ckpt_path``, its directory)
+        while it runs. Afterwards the process group and the
         variables the DDP launcher exported (LOCAL_RANK, MASTER_PORT, ...) go away, else the next
         job would take itself for an externally launched rank of a group that no longer exists.
         """
         hydra_cfg = HydraConfig.get()
         saved_argv, saved_run_dir, saved_env = sys.argv, hydra_cfg.run.dir, dict(os.environ)
-        sys.argv = [sys.argv[0], *self.overrides]
+        sys.argv = [sys.argv[0], *self.overrides, *extra]
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = str(self.dir)
         try:
@@ -215,6 +245,24 @@ class SweepJob:
             os.environ.clear()
             os.environ.update(saved_env)
             _destroy_process_group()
+
+
+def _written_in_loop(line: str) -> bool:
+    """Whether a ``results.jsonl`` line is a row written during training (it has a ``step``)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and row.get("step") is not None
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-1``, ``path-2``... : the first that does not exist."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def _destroy_process_group() -> None:

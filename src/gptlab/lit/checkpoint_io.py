@@ -28,6 +28,9 @@ from gptlab.model.checkpoint import CheckpointError, read_checkpoint, verify_che
 
 log = logging.getLogger(__name__)
 
+# A run's checkpoint directory, under its run dir (conf/callbacks/default.yaml writes there)
+CHECKPOINT_DIR = "checkpoints"
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file + fsync + rename; safe, verified ``torch.load``."""
