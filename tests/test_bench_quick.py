@@ -28,9 +28,9 @@ SHARED_DATA = (
     "lmeval_backend",
 )
 # Quick runs of over ten seconds (incontext_scoring scores every ARC-Easy answer both ways,
-# generative_eval, suite_eval and lmeval_backend run lm-eval): make test-slow runs them, so make test stays
-# within ten minutes.
-SLOW = ("incontext_scoring", "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend")
+# finetune_memory fine-tunes both sides, generative_eval, suite_eval and lmeval_backend run
+# lm-eval): make test-slow runs them, so make test stays within ten minutes.
+SLOW = ("incontext_scoring", "finetune_memory", "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend")
 
 
 @pytest.fixture

@@ -67,14 +67,17 @@ def test_ddp_cpu_finetuning_matches_a_single_process_with_the_same_global_batch(
     single = [json.loads(line) for line in (tmp_path / "single" / "results.jsonl").read_text().splitlines()]
     ddp, output = run_app(tmp_path / "ddp", tmp_path / "cache", *FINETUNE, "hardware=ddp-cpu", "regime.batch_size=4")
     assert "MEMBER: 2/2" in output
-    assert {r["metric"] for r in single} == {"acc", "loss"}
-    value = {r["metric"]: r["value"] for r in single}
+    # the scores, and the examples cut to the 64-token window
+    assert {(r["split"], r["metric"]) for r in single} == {
+        ("validation", "acc"), ("validation", "loss"), ("validation", "n_truncated"), ("train", "n_truncated")
+    }
+    value = {(r["split"], r["metric"]): r["value"] for r in single}
     assert len(ddp) == len(single)
     # Same examples in every optimizer step, gradients averaged, validation examples dealt over the
     # ranks and synced: equal up to fp32 reduction order (1e-4 relative; accuracy exactly).
     for row in ddp:
-        assert row["value"] == pytest.approx(value[row["metric"]], rel=1e-4), row["metric"]
-        assert row["n_eval"] == 160 and row["n_train_examples"] == 400
+        assert row["value"] == pytest.approx(value[row["split"], row["metric"]], rel=1e-4), row["metric"]
+        assert row["n_eval"] == (160 if row["split"] == "validation" else None) and row["n_train_examples"] == 400
     run = tmp_path / "ddp"
     assert len(list(run.rglob("results.jsonl"))) == 1
     # one checkpoint set, written whole by one process (its last.ckpt loads and is at step 4)

@@ -34,48 +34,29 @@ NON_IDENTITY_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
 )
-# The seeds a condition is averaged over: the training seed and the few-shot sampling seed.
-# Values interpolated from them (``regime.datamodule.seed: ${seed}``) follow them out.
+# The seeds a condition is averaged over: the training seed and the few-shot sampling seed (the
+# values interpolated from them, ``regime.datamodule.seed: ${seed}``, are copies: see ``_derived``).
 SEED_KEYS = ("seed", "regime.fewshot_seed")
-_SEED_PLACEHOLDER = "<seed>"
 
 
-def identity(cfg: DictConfig, *, seeds: bool = True) -> dict[str, Any]:
-    """The resolved config that defines what ``cfg`` computes (with or without its seeds).
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config that defines what ``cfg`` computes.
 
-    Every ``paths.*`` value (and without ``seeds`` every seed) becomes a placeholder before
-    resolving, so a run dir that moved, a data dir given another way or a value interpolated from
-    a seed leaves the result unchanged.
+    Every ``paths.*`` value becomes a placeholder before resolving, so a run dir that moved or a
+    data dir given another way (relative, absolute) leaves the result unchanged.
     """
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(plain):
         for key in plain.get("paths") or {}:
             plain.paths[key] = f"<paths.{key}>"
-        for dotted in NON_IDENTITY_KEYS + (() if seeds else SEED_KEYS):
+        for dotted in NON_IDENTITY_KEYS:
             parent, _, leaf = dotted.rpartition(".")
             node = OmegaConf.select(plain, parent) if parent else plain
-            if node is None or leaf not in node:
-                continue
-            if dotted in SEED_KEYS:
-                node[leaf] = _SEED_PLACEHOLDER  # resolved into what interpolates it, then dropped
-            else:
+            if node is not None and leaf in node:
                 del node[leaf]
     resolved = OmegaConf.to_container(plain, resolve=True)
     resolved.pop("paths", None)  # placeholders now, wherever they were interpolated
-    if not seeds:
-        for dotted in SEED_KEYS:
-            parent, _, leaf = dotted.rpartition(".")
-            node = _select(resolved, parent)
-            if isinstance(node, dict):
-                node.pop(leaf, None)
     return resolved
-
-
-def _select(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in filter(None, dotted.split(".")):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -118,9 +99,10 @@ class Condition:
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Condition:
-        derived = tuple(f"{key}." for key in _derived(cfg)) + tuple(_derived(cfg))
+        derived = set(_derived(cfg))
+        below = tuple(f"{key}." for key in derived)
         values = {
-            key: value for key, value in flatten(identity(cfg, seeds=False)).items()
-            if not (key in derived or key.startswith(derived))
+            key: value for key, value in flatten(identity(cfg)).items()
+            if key not in SEED_KEYS and key not in derived and not key.startswith(below)
         }
         return cls.from_values(values)
