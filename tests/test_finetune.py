@@ -30,6 +30,7 @@ from gptlab.lit.finetune import FinetuneModule, per_word
 from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.checkpoint import BACKBONE_PREFIX, read_checkpoint
 from gptlab.model.gpt import GPT
+from gptlab.report.predictions import read_predictions
 from gptlab.report.results import read_results
 from gptlab.schema import ConfigError
 from gptlab.tasks.spec import TaskSpec
@@ -292,6 +293,15 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
         assert (row["n_train_examples"], row["n_eval"]) == (400, 160)
     logged = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/task_loss", "train/lm_loss"} <= set(logged)
+    if kind != "ner":  # one answer per example (the demo similarity task is a classification)
+        answers = read_predictions(run)
+        assert sorted(a["index"] for a in answers) == list(range(160))
+        assert sum(a["correct"] for a in answers) / 160 == pytest.approx(metrics["val/acc"])
+        acc = next(r for r in rows if r["metric"] == "acc")
+        p = acc["value"]
+        assert acc["stderr"] == pytest.approx((p * (1 - p) / 160) ** 0.5, rel=0.15)  # a proportion's
+    else:
+        assert not (run / "predictions.jsonl").exists()
     # The fine-tuned backbone seeds a new run through model.init_from.
     ckpt = run / "checkpoints" / "last.ckpt"
     seeded = instantiate(cfg.model, init_from=str(ckpt))

@@ -78,7 +78,7 @@ def log_to_wandb(cells: list[Cell], shown: list[Cell], plots: dict[str, Path], o
 
 
 def predictions_section(dirs: Sequence[str]) -> str:
-    """Markdown listing the runs' ``predictions.jsonl`` files (in-context runs, fine-tuned generation
+    """Markdown listing the runs' ``predictions.jsonl`` files (in-context and fine-tuned
     tasks): examples and how many were wrong."""
     runs: dict[str, list[dict]] = {}
     for row in load_predictions(dirs):

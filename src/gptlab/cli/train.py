@@ -169,7 +169,8 @@ def train(
     validated = trainer.validate(module, datamodule=datamodule, ckpt_path=weights, verbose=False)
     metrics = {k: float(v) for k, v in validated[0].items()}
     if trainer.is_global_zero:
-        records = module.predictions.records if isinstance(getattr(module, "predictions", None), PredictionLog) else None
+        prediction_log = getattr(module, "predictions", None)
+        records = prediction_log.records if isinstance(prediction_log, PredictionLog) and any(prediction_log.records.values()) else None
         rows = result_rows(cfg, metrics, datamodule, trainer, condition=condition, eval_ckpt=eval_ckpt, predictions=records)
         path = append_results(output_dir, rows)
         log.info("results: %s", path)

@@ -21,6 +21,7 @@ key                 tensor           meaning
 ``word_index``      long (B, T)      ner only: the word whose first sub-token is at ``t``, else -1
 ``word_labels``     long (B, W)      ner only: the tag of every word of the sentence (also of those
                                      truncation dropped), -100 past its end
+``index``           long (B,)        evaluation batches only: each example's index in its split
 ==================  ===============  =============================================================
 
 **Order.** Training shuffles with a generator seeded by ``(seed, epoch)``, cuts the permutation
@@ -117,7 +118,10 @@ class Collator:
     def __init__(self, per_token_labels: bool, regression: bool = False) -> None:
         self.per_token_labels, self.regression = per_token_labels, regression
 
-    def __call__(self, examples: Sequence[Transformed]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[Transformed] | Sequence[tuple[int, Transformed]]) -> dict[str, torch.Tensor]:
+        index = None
+        if examples and isinstance(examples[0], tuple):  # NumberedExamples
+            index, examples = zip(*examples)
         b = len(examples)
         s = max(len(ex.sequences) for ex in examples)
         t = max(ex.max_length for ex in examples)
@@ -158,6 +162,8 @@ class Collator:
         else:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([ex.label for ex in examples], dtype=dtype)
+        if index is not None:
+            batch["index"] = torch.tensor(index)
         return batch
 
 
@@ -172,6 +178,14 @@ class IndexedExamples(Dataset):
 
     def __getitem__(self, indices: list[int]) -> list[Transformed]:
         return [self.examples[i] for i in indices]
+
+
+class NumberedExamples(IndexedExamples):
+    """``IndexedExamples`` that hands each example over with its index, so that evaluation batches
+    name their examples (per-example records)."""
+
+    def __getitem__(self, indices: list[int]) -> list[tuple[int, Transformed]]:  # type: ignore[override]
+        return [(i, self.examples[i]) for i in indices]
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -342,9 +356,9 @@ class LabeledDataModule(ResumableEpochs, TaskDataModule):
             raise ValueError(f"task {self.spec.name!r}: no {name!r} split; have {sorted(self._splits)}")
         return self._splits[name]
 
-    def _loader(self, data: list[Transformed], sampler: Sampler | list[list[int]]) -> DataLoader:
+    def _loader(self, data: list[Transformed], sampler: Sampler | list[list[int]], numbered: bool = False) -> DataLoader:
         return DataLoader(
-            IndexedExamples(data),
+            (NumberedExamples if numbered else IndexedExamples)(data),
             sampler=sampler,
             batch_size=None,  # the sampler yields whole batches of indices
             collate_fn=self._collate,
@@ -362,5 +376,5 @@ class LabeledDataModule(ResumableEpochs, TaskDataModule):
         for split in self.eval_splits:
             data = self._split(split)
             batches = eval_batches([ex.max_length for ex in data], self.eval_batch_size, rank, world_size)
-            loaders.append(self._loader(data, batches))
+            loaders.append(self._loader(data, batches, numbered=True))
         return loaders

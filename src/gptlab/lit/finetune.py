@@ -24,6 +24,7 @@ from gptlab.lit.base import (
     FINETUNE_WEIGHT_DECAY,
     BackboneModule,
 )
+from gptlab.lit.predictions import PredictionLog
 from gptlab.lit.throughput import flops_per_token
 from gptlab.model.gpt import GPT
 from gptlab.model.heads import TaskHead
@@ -57,7 +58,9 @@ class FinetuneModule(BackboneModule):
     the training data. Validation keeps one metric collection per eval split and logs
     ``val/<metric>`` (one split) or ``val/<split>/<metric>`` (several, e.g. MNLI matched and
     mismatched). ``val/loss`` is the task loss on the first eval split, the one model selection
-    follows; other splits log theirs as ``val/<split>/loss``.
+    follows; other splits log theirs as ``val/<split>/loss``. A head with one answer per example
+    (classification, entailment, multiple choice) records each example's ``chosen`` and ``gold``
+    answer in ``predictions`` (``predictions.jsonl``; its bootstrap standard error).
     """
 
     def __init__(
@@ -84,6 +87,8 @@ class FinetuneModule(BackboneModule):
         self.eval_splits: list[str] = []
         self.val_metrics = nn.ModuleList()
         self.val_losses = nn.ModuleList()
+        self.predictions = PredictionLog()
+        self.answer_names: list[str] | None = None
         self.flops_per_token = 0.0
 
     def setup(self, stage: str) -> None:
@@ -107,6 +112,7 @@ class FinetuneModule(BackboneModule):
             shape, self.model.config.n_embd, num_labels, self.hparams.classifier_dropout, spec.regression
         )
         self.eval_splits = eval_splits
+        self.answer_names = list(spec.labels) if spec.labels and spec.task_kind.label == "class" else None
         self.val_metrics = nn.ModuleList(build_metrics(spec) for _ in eval_splits)
         self.val_losses = nn.ModuleList(MeanMetric() for _ in eval_splits)
 
@@ -152,9 +158,23 @@ class FinetuneModule(BackboneModule):
             self.val_losses[dataloader_idx].update(loss, weight=labels.size(0))
             if self.head.regression:
                 preds, labels = preds.float(), labels.float()
+            elif "index" in batch:
+                self.record_answers(dataloader_idx, batch["index"], preds, labels)
         self.val_metrics[dataloader_idx].update(preds, labels)
 
+    def record_answers(self, dataloader_idx: int, index: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor) -> None:
+        """Each example's chosen and gold answer (a class name, else the answer's index)."""
+        name = (lambda i: self.answer_names[i]) if self.answer_names else (lambda i: i)
+        self.predictions.add(self.eval_splits[dataloader_idx], [
+            {"index": i, "chosen": name(p), "gold": name(g), "correct": p == g}
+            for i, p, g in zip(index.tolist(), preds.tolist(), labels.tolist())
+        ])
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions.reset(self.eval_splits)
+
     def on_validation_epoch_end(self) -> None:
+        self.predictions.gather()
         logs = {}
         for i, split in enumerate(self.eval_splits):
             prefix = val_prefix(split, self.eval_splits)

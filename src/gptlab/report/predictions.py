@@ -1,4 +1,5 @@
-"""``predictions.jsonl``: what the model answered for every example of an in-context run.
+"""``predictions.jsonl``: what the model answered for every example of an in-context or a
+fine-tuned run (one answer per example: classification, multiple choice, generation).
 
 One JSON line per example: the run's identity (task, regime, model, k, prompt), the ``split`` and
 the example's ``index`` in it, then what its scorer records: a choice task's ``chosen`` answer and
@@ -53,7 +54,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
 
 def load_predictions(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The rows of every predictions file at or below ``paths`` (run or multirun dirs), each with
-    ``run_dir`` added; a run without one (fine-tuning, pre-training) adds nothing."""
+    ``run_dir`` added; a run without one (pre-training, fine-tuned NER or regression) adds nothing."""
     rows = []
     for path in map(Path, paths):
         files = [path] if path.is_file() else sorted(path.rglob(PREDICTIONS_FILE))
