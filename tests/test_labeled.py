@@ -71,12 +71,15 @@ def task_config(kind: str, **overrides: Any) -> dict[str, Any]:
     return {"name": f"fake_{kind}", "kind": kind, "format": "fake", "labels": ["a", "b", "c"], **overrides}
 
 
-def check_contract(batch: dict[str, torch.Tensor], kind: str, regression: bool = False) -> None:
-    """Everything the module doc promises about one batch."""
+def check_contract(batch: dict[str, torch.Tensor], kind: str, regression: bool = False, evaluation: bool = False) -> None:
+    """Everything the module doc promises about one batch (of evaluation, or of training)."""
     ids, mask, lm = batch["input_ids"], batch["attention_mask"], batch["lm_targets"]
     b, s, t = ids.shape
     expected_keys = {"input_ids", "attention_mask", "extract_index", "sequence_mask", "lm_targets", "labels"}
-    assert set(batch) == expected_keys | ({"word_index", "word_labels"} if kind == "ner" else set())
+    expected_keys |= {"word_index", "word_labels"} if kind == "ner" else set()
+    assert set(batch) == expected_keys | ({"index"} if evaluation else set())
+    if evaluation:  # each example's index in its split
+        assert batch["index"].shape == (b,) and len(set(batch["index"].tolist())) == b
     assert ids.dtype == mask.dtype == lm.dtype == batch["extract_index"].dtype == torch.long
     assert mask.shape == lm.shape == (b, s, t)
     assert batch["extract_index"].shape == batch["sequence_mask"].shape == (b, s)
@@ -193,8 +196,8 @@ def test_demo_task_batches_follow_the_contract(reader, name: str) -> None:
     assert set(dm.truncated) == {"train", "validation"}
     train, (val,) = dm.train_dataloader(), dm.val_dataloader()
     assert len(train) == 50 and len(val) == 20
-    for batch in [next(iter(train)), next(iter(val))]:
-        check_contract(batch, DEMO_KINDS[name])
+    check_contract(next(iter(train)), DEMO_KINDS[name])
+    check_contract(next(iter(val)), DEMO_KINDS[name], evaluation=True)
     if name == "demo_continuation":
         assert next(iter(train))["input_ids"].shape[1] == 4
 
@@ -208,11 +211,12 @@ def test_multiple_choice_pads_missing_answers(reader) -> None:
     reader({"train": examples, "validation": examples})
     dm = make_dm(task_config("multiple_choice", labels=None), batch_size=3)
     (batch,) = list(dm.val_dataloader()[0])
-    check_contract(batch, "multiple_choice")
+    check_contract(batch, "multiple_choice", evaluation=True)
     assert batch["input_ids"].shape[1] == 5
     # evaluation runs longest first: the 5-answer example, then the others
     assert batch["sequence_mask"].sum(1).tolist() == [5, 2, 3]
     assert batch["labels"].tolist() == [4, 1, 0]
+    assert batch["index"].tolist() == [1, 0, 2]
 
 
 def test_regression_labels_are_float(reader) -> None:
@@ -235,7 +239,7 @@ def test_ner_batches_map_labels_back_to_words(reader) -> None:
     reader({"train": examples, "validation": examples})
     dm = make_dm(task_config("ner"), batch_size=2)
     (batch,) = list(dm.val_dataloader()[0])
-    check_contract(batch, "ner")
+    check_contract(batch, "ner", evaluation=True)
     for row, ex in enumerate(examples):
         starts = batch["word_index"][row] >= 0
         assert batch["word_index"][row][starts].tolist() == list(range(len(ex["tokens"])))
@@ -360,7 +364,7 @@ def test_lightning_drives_the_epochs(reader) -> None:
             return self.weight.square()
 
         def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-            check_contract(batch, "classification")
+            check_contract(batch, "classification", evaluation=True)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
