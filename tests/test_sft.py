@@ -230,6 +230,7 @@ def test_a_task_without_a_training_split_says_how_to_carve_one(tmp_path: Path) -
 # ----------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow  # ~18 s of training: make test stays within its ten minutes
 def test_a_tiny_model_tuned_on_alpaca_lowers_held_out_response_perplexity(tmp_path: Path, shared_data: Path) -> None:
     cfg = make_cfg(
         tmp_path, "regime=finetune", "task=alpaca", f"paths.data_dir={shared_data}", "model=gpt-nano",
