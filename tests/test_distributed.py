@@ -67,9 +67,11 @@ def test_ddp_cpu_finetuning_matches_a_single_process_with_the_same_global_batch(
     single = [json.loads(line) for line in (tmp_path / "single" / "results.jsonl").read_text().splitlines()]
     ddp, output = run_app(tmp_path / "ddp", tmp_path / "cache", *FINETUNE, "hardware=ddp-cpu", "regime.batch_size=4")
     assert "MEMBER: 2/2" in output
-    # the scores, and the examples cut to the 64-token window
+    # the scores, the examples cut to the 64-token window, the most common answer's share (from
+    # the per-example answers every rank gathers)
     assert {(r["split"], r["metric"]) for r in single} == {
-        ("validation", "acc"), ("validation", "loss"), ("validation", "n_truncated"), ("train", "n_truncated")
+        ("validation", "acc"), ("validation", "loss"), ("validation", "n_truncated"), ("train", "n_truncated"),
+        ("validation", "top_answer_share"),
     }
     value = {(r["split"], r["metric"]): r["value"] for r in single}
     assert len(ddp) == len(single)

@@ -284,9 +284,11 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
     assert set(metrics) == {f"val/{m}" for m in task_metrics} | {"val/loss"}
     run = tmp_path / "run"
     rows = read_results(run / "results.jsonl")
-    assert {r["metric"] for r in rows} == task_metrics | {"loss"}
+    answered = {"top_answer_share"} if kind != "ner" else set()  # from the per-example answers
+    assert {r["metric"] for r in rows} == task_metrics | {"loss"} | answered
     for row in rows:
-        assert row["value"] == metrics[f"val/{row['metric']}"]
+        if row["metric"] not in answered:
+            assert row["value"] == metrics[f"val/{row['metric']}"]
         assert (row["task"], row["split"], row["regime"], row["init"], row["seed"]) == (
             DEMO_TASKS[kind], "validation", "finetune", "scratch", 5
         )
@@ -382,7 +384,9 @@ def test_blank_lines_skipped_in_the_task_files_are_written_to_the_results(tmp_pa
     results = read_results(tmp_path / "run" / "results.jsonl")
     skipped = {r["split"]: r["value"] for r in results if r["metric"] == "skipped_blank_lines"}
     assert skipped == {"train": 2, "validation": 1}
-    assert {r["metric"] for r in results if r["split"] == "validation"} == {"acc", "loss", "skipped_blank_lines"}
+    assert {r["metric"] for r in results if r["split"] == "validation"} == {
+        "acc", "loss", "skipped_blank_lines", "top_answer_share"
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import types
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -323,18 +324,21 @@ def test_hydra_incontext_run_writes_result_rows(
     metrics = train(incontext_cfg(tmp_path, *overrides))
     assert set(metrics) == {"val/acc", "val/acc_norm", "val/n_truncated"}
     rows = read_results(tmp_path / "run" / "results.jsonl")
-    assert {r["metric"] for r in rows} == {"acc", "acc_norm", "n_truncated"}
+    assert {r["metric"] for r in rows} == {"acc", "acc_norm", "n_truncated", "top_answer_share"}
     for row in rows:
         keys = (row["task"], row["regime"], row["k"], row["fewshot_seed"], row["prompt"])
         assert keys == (task, regime, k, 1234, prompt)
         assert (row["init"], row["split"], row["n_eval"]) == (str(ckpt), "validation", 160)
         assert row["n_train_examples"] == (400 if k else 0)
-        assert row["chance"] == (None if row["metric"] == "n_truncated" else pytest.approx(1 / n_choices))
+        assert row["chance"] == (None if row["metric"] in ("n_truncated", "top_answer_share") else pytest.approx(1 / n_choices))
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
     predictions = read_predictions(tmp_path / "run")  # the examples of the one batch scored
     assert len(predictions) == 32 and all(len(p["loglikelihoods"]) == n_choices for p in predictions)
     assert metrics["val/acc"] == pytest.approx(sum(p["correct"] for p in predictions) / 32)
     assert all(p["correct"] == (p["chosen"] == p["gold"]) and (p["task"], p["k"]) == (task, k) for p in predictions)
+    # the share of the examples given the most common answer
+    (share,) = [r["value"] for r in rows if r["metric"] == "top_answer_share"]
+    assert share == max(Counter(p["chosen"] for p in predictions).values()) / 32
 
 
 def test_hydra_few_shot_on_real_copa(tmp_path: Path, shared_data: Path) -> None:

@@ -17,7 +17,7 @@ from gptlab.conditions import digest
 from gptlab.report.aggregate import Cell, aggregate, primary_metric, select_metric
 from gptlab.report.plots import save_plots, sweep_figure, task_figure
 from gptlab.report.predictions import write_predictions
-from gptlab.report.results import ResultRow, append_results, find_results, load_results
+from gptlab.report.results import N_TRUNCATED, TOP_ANSWER_SHARE, ResultRow, append_results, find_results, load_results
 from gptlab.report.table import comparison_table, tables_markdown, to_markdown, write_csv
 
 BASE = dict(split="validation", model="gpt-micro", init="runs/demo/checkpoints/last.ckpt")
@@ -478,3 +478,41 @@ def test_wandb_logs_the_table_to_an_offline_run(sweep: Path, tmp_path: Path, mon
     assert table["data"] == [["demo_topic", "validation", "acc", "gpt-micro", "0.350 ± 0.071 (n=2)", "0.350 (n=1)",
                               "0.600 ± 0.265 (n=3)", "0.250"]]
     assert list((run_dir / "files" / "media" / "images" / "report" / "plot").glob("demo_topic_*.png"))
+
+
+# --- flags and the plain-language summary ----------------------------------------------------
+
+
+def demo_rows() -> list[dict]:
+    """demo_topic as `make demo` reported it before the demo was redesigned (issue 19's table):
+    fine-tuned 0.45; every prompting run at chance, giving one answer to all 160 examples, the
+    few-shot contexts all cut to the 128-token window."""
+    base = {**BASE, "task": "demo_topic", "model": "gpt-micro", "seed": 1234, "n_eval": 160}
+    rows = [{**base, "regime": "finetune", "n_train_examples": 400, "metric": "acc", "value": 0.45, "chance": 0.25},
+            {**base, "regime": "finetune", "n_train_examples": 400, "metric": TOP_ANSWER_SHARE, "value": 0.6}]
+    for regime, k, truncated in [("zero_shot", 0, 0), ("one_shot", 1, 12), ("few_shot", 4, 160)]:
+        run = {**base, "regime": regime, "k": k, "prompt": "topic", "fewshot_seed": 1234}
+        rows += [{**run, "metric": "acc", "value": 0.25, "chance": 0.25}, {**run, "metric": TOP_ANSWER_SHARE, "value": 1.0}]
+        rows += [{**run, "metric": N_TRUNCATED, "value": truncated}] if truncated else []
+    for row in rows:
+        config = {"regime": row["regime"]}
+        row.update(condition=digest(config), config=config)
+    return rows
+
+
+def test_the_current_demos_degenerate_rows_are_flagged_and_summarised() -> None:
+    text = tables_markdown(aggregate(demo_rows()))
+    (line,) = [line for line in text.splitlines() if line.startswith("| demo_topic")]
+    finetune, zero, one, few, chance = parse_markdown(line)[0][4:]
+    assert finetune == "0.450 (n=1)"  # its answers vary: no flag
+    assert zero == one == "0.250 (n=1) ⚠ one answer for 100%"
+    assert few == "0.250 (n=1) ⚠ one answer for 100% ⚠ 160/160 truncated"  # 12 of 160 cut is not most
+    assert "⚠ one answer for X%: the model gave the same answer" in text  # the legend
+    summary = text[text.index("## Summary"):]
+    assert ("- **demo_topic** (acc): fine-tuning (N=400) 0.450, 0.200 above chance (0.250); best prompting: "
+            "zero_shot 0.250, at chance (0.250) [one answer for 100%]. Fine-tuning leads by 0.200.") in summary
+    assert "175B parameters trained on 300B tokens; the models here are gpt-micro ≈" in summary
+
+
+def test_descriptive_rows_are_never_a_tasks_headline_metric() -> None:
+    assert primary_metric(["n_truncated", "top_answer_share", "spearman"]) == "spearman"

@@ -151,6 +151,11 @@ def test_console_script_runs_the_hydra_app(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "val/ppl=" in result.stdout
+    # what a user needs, not the dependencies' chatter (gptlab.cli.quiet)
+    output = result.stdout + result.stderr
+    assert "model gpt-nano: 2.51M parameters" in output
+    for chatter in ("💡 Tip", "GPU available", "Total FLOPs", "LeafSpec", "is deprecated"):
+        assert chatter not in output, chatter
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "run" / "results.jsonl").is_file()
 

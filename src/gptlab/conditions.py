@@ -32,6 +32,7 @@ NON_IDENTITY_KEYS = (
     "callbacks.lr_monitor",
     "callbacks.throughput",
     "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 )
 # The seeds a condition is averaged over: the training seed and the few-shot sampling seed (the

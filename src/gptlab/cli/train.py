@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import reset_seed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptlab.cli.quiet import quiet
 from gptlab.cli.sweep import SweepJob, optimized_value
 from gptlab.cli.tracking import log_final_metrics, log_resolved_config, log_results_table, wandb_run_finished
 from gptlab.conditions import Condition
@@ -26,7 +26,15 @@ from gptlab.lit.predictions import PredictionLog
 from gptlab.model.checkpoint import verify_checkpoint_archive
 from gptlab.model.gpt import GPT
 from gptlab.report.predictions import write_predictions
-from gptlab.report.results import ResultRow, append_results
+from gptlab.report.flags import top_answer_share
+from gptlab.report.results import (
+    DROPPED_WORDS,
+    N_TRUNCATED,
+    SKIPPED_BLANK_LINES,
+    TOP_ANSWER_SHARE,
+    ResultRow,
+    append_results,
+)
 from gptlab.report.stderr import metric_stderrs
 from gptlab.resources import config_dir
 from gptlab.schema import ConfigError, check_across_nodes, is_incontext, scorer_node, validate_config
@@ -34,9 +42,7 @@ from gptlab.tasks.suite import suite_contribution
 
 log = logging.getLogger("gptlab")
 
-# The DataModules restore their own stream position, so Lightning's mid-epoch resume warning
-# ("dataloader is not resumable") does not apply to gptlab runs.
-warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+quiet()
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -152,6 +158,7 @@ def train(
         )
     condition = Condition.of(cfg)
     datamodule, module, trainer = build_all(cfg, datamodule, model)
+    log.info("model %s: %.2fM parameters", cfg.model.name, module.model.num_params() / 1e6)
     for callback in trainer.callbacks:
         if isinstance(callback, SuiteEvaluation):  # its rows are this run's
             callback.condition = condition
@@ -233,7 +240,8 @@ def result_rows(
     metric's ``chance`` level, computed when the data was read. What the data cut or skipped is on
     record too: ``n_truncated`` (examples cut to the window) and ``dropped_words`` (NER words cut)
     for each split that had any, and ``skipped_blank_lines`` for each data split whose reader
-    skipped some. A run of an evaluation suite marks the row its task contributes to the suite's
+    skipped some; and, where the per-example ``predictions`` name a chosen answer,
+    ``top_answer_share`` (the report flags a model that gives one answer to nearly everything). A run of an evaluation suite marks the row its task contributes to the suite's
     score with the suite's name. Every row carries the run's ``condition`` (``Condition.of(cfg)``
     when not given) and ``eval_ckpt``; a metric that is a mean over the per-example
     ``predictions`` gets its bootstrap ``stderr``.
@@ -254,12 +262,15 @@ def result_rows(
         if not sep or split not in splits:
             split, metric = first, name[len("val/"):]
         values[split, metric] = value
-    counts = {"n_truncated": datamodule.truncated, "dropped_words": datamodule.dropped_words,
-              "skipped_blank_lines": datamodule.skipped_lines}
+    counts = {N_TRUNCATED: datamodule.truncated, DROPPED_WORDS: datamodule.dropped_words,
+              SKIPPED_BLANK_LINES: datamodule.skipped_lines}
     for metric, per_split in counts.items():
         for split, count in per_split.items():
             if count:
                 values.setdefault((split, metric), float(count))  # an evaluation module may log it
+    for split, records in (predictions or {}).items():
+        if (share := top_answer_share(records)) is not None:
+            values[split, TOP_ANSWER_SHARE] = share
     stderrs = metric_stderrs(predictions or {}, values)
     return [
         ResultRow(

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.report.results import DESCRIPTIVE_METRICS
 from gptlab.tasks.kinds import FEW_SHOT, FIXED_K  # k of the regimes that fix it, for rows without k
 
 GROUP_KEYS = ("task", "split", "metric", "regime", "model", "init", "k", "n_train_examples", "prompt")
@@ -71,6 +72,8 @@ class Cell:
     duplicates: int = 0
     # bootstrap standard error over the examples of a single run (from its per-example outputs)
     stderr: float | None = None
+    # examples evaluated (None: a training split, or rows that do not say)
+    n_eval: int | None = None
 
     @property
     def labelled_examples(self) -> int | None:
@@ -164,6 +167,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
                 params=tuple((name, config.get(name)) for name in swept),
                 duplicates=len(members) - len(values),
                 stderr=members[0].get("stderr") if len(members) == 1 else None,
+                n_eval=next((row["n_eval"] for row in members if row.get("n_eval") is not None), None),
             )
         )
     return sorted(cells, key=cell_sort_key)
@@ -171,8 +175,8 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
 
 def primary_metric(metrics: Iterable[str]) -> str:
     """The headline metric among ``metrics`` (``PRIMARY_METRICS`` order; else the first in
-    alphabetical order that is not a loss)."""
-    available = sorted(set(metrics))
+    alphabetical order that is not a loss); rows that describe the data or answers are never one."""
+    available = sorted(set(metrics) - set(DESCRIPTIVE_METRICS)) or sorted(set(metrics))
     if not available:
         raise ValueError("no metrics to choose from")
     for name in PRIMARY_METRICS:

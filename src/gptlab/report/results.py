@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 RESULTS_FILE = "results.jsonl"
+# Rows that describe a run's data or answers rather than score it: examples cut to the window,
+# words cut from NER sentences, blank lines the readers skipped, and the share of examples given
+# the most common answer (1.0: the same answer to every example)
+N_TRUNCATED = "n_truncated"
+DROPPED_WORDS = "dropped_words"
+SKIPPED_BLANK_LINES = "skipped_blank_lines"
+TOP_ANSWER_SHARE = "top_answer_share"
+DESCRIPTIVE_METRICS = (N_TRUNCATED, DROPPED_WORDS, SKIPPED_BLANK_LINES, TOP_ANSWER_SHARE)
 
 
 @dataclass

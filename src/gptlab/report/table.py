@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from gptlab.report.aggregate import (
     regime_rank,
     select_metric,
 )
+from gptlab.report.flags import LEGEND, RunKey, cell_flags, run_key
+from gptlab.report.summary import plain_summary
 
 ROW_KEYS = ("task", "split", "metric", "model", "init")
 CSV_FIELDS = (*GROUP_KEYS, "condition", "labelled_examples", "mean", "std", "n", "duplicates", "stderr", "chance")
@@ -76,9 +78,10 @@ def _params_sort_key(params: Params) -> tuple[Any, ...]:
     return tuple((value is None, str(value) if isinstance(value, str) else value or 0) for _, value in params)
 
 
-def format_value(cell: Cell, params: Params = ()) -> str:
-    """``mean ± std (n=…)`` (a single run: ``± stderr SE``), with same-seed duplicates flagged
-    and the cell's own settings when its column does not name them."""
+def format_value(cell: Cell, params: Params = (), flags: Sequence[str] = ()) -> str:
+    """``mean ± std (n=…)`` (a single run: ``± stderr SE``), with same-seed duplicates flagged,
+    the cell's own settings when its column does not name them, and its warnings
+    (``gptlab.report.flags``)."""
     text = f"{cell.mean:.3f}"
     if cell.std is not None:
         text += f" ± {cell.std:.3f}"
@@ -89,12 +92,16 @@ def format_value(cell: Cell, params: Params = ()) -> str:
         notes.append(f"+{cell.duplicates} same-seed duplicate{'s' if cell.duplicates > 1 else ''}")
     if params:
         notes.append(_params_text(params))
-    return f"{text} ({', '.join(notes)})"
+    return " ".join([f"{text} ({', '.join(notes)})", *flags])
 
 
-def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (as text) of the task × regime table of ``cells`` (one metric per task)."""
+def comparison_table(
+    cells: Iterable[Cell], flags: Mapping[RunKey, list[str]] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (as text) of the task × regime table of ``cells`` (one metric per task),
+    each value with the warnings ``flags`` holds for its runs (``gptlab.report.flags``)."""
     cells = list(cells)
+    flags = flags or {}
     rows: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
     for cell in cells:
         rows[(*(getattr(cell, k) for k in ROW_KEYS), *(value for _, value in cell.params))].append(cell)
@@ -138,9 +145,9 @@ def comparison_table(cells: Iterable[Cell]) -> tuple[list[str], list[list[str]]]
             if not match:
                 line.append(MISSING)
             elif params is None:
-                line.append(format_value(match[0], _params(match[0], with_prompt=False)))
+                line.append(format_value(match[0], _params(match[0], with_prompt=False), flags.get(run_key(match[0]), ())))
             else:
-                line.append(format_value(match[0]))
+                line.append(format_value(match[0], flags=flags.get(run_key(match[0]), ())))
         if show_chance:
             chance = next((c.chance for c in row_cells if c.chance is not None), None)
             line.append(MISSING if chance is None else f"{chance:.3f}")
@@ -162,24 +169,29 @@ def to_markdown(header: list[str], rows: list[list[str]]) -> str:
 def tables_markdown(cells: Iterable[Cell], metric: str | None = None) -> str:
     """The report's tables: fine-tuning vs prompting, then pre-training (where present), each on
     the primary metric of every task, or on ``metric``."""
+    cells = list(cells)
     chosen = select_metric(cells, metric)
+    flags = cell_flags(cells)
     which = f"metric {metric}" if metric else "primary metric of each task"
     sections = []
     compared = [c for c in chosen if c.regime != PRETRAIN]
     if compared:
+        legend = f" {LEGEND}" if any(run_key(c) in flags for c in compared) else ""
         sections.append(
             f"## Fine-tuning vs prompting ({which})\n\n"
             "mean ± sample std over seeds (n runs; a single run: ± the bootstrap standard error over "
             "its examples, SE); N = labelled training examples of fine-tuning, k = examples in the "
             "prompt; chance = the metric's chance / majority-class level. Other columns before the "
-            "regimes are config values the conditions differ in.\n\n"
-            + to_markdown(*comparison_table(compared))
+            f"regimes are config values the conditions differ in.{legend}\n\n"
+            + to_markdown(*comparison_table(compared, flags))
         )
     pretrained = [c for c in chosen if c.regime == PRETRAIN]
     if pretrained:
         sections.append(
             f"## Pre-training ({which})\n\n" + to_markdown(*comparison_table(pretrained))
         )
+    if compared:
+        sections.append(plain_summary(compared, flags).rstrip("\n"))
     return "\n\n".join(sections) + "\n"
 
 

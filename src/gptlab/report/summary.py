@@ -1,0 +1,94 @@
+"""The report's closing paragraph: what the fine-tuning vs prompting table says, in words.
+
+For each table row (task, metric, model, ...): the best fine-tuning and the best prompting value,
+each against chance (a value within ``AT_CHANCE`` of it is "at chance"), which regime wins and by
+how much, and the flags that make a value no measurement (``gptlab.report.flags``). It ends with
+the scale at which GPT-3 found in-context learning, beside the size of the models in the table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gptlab.report.aggregate import FINETUNE, IN_CONTEXT, Cell
+from gptlab.report.flags import RunKey, run_key
+from gptlab.resources import config_dir
+
+AT_CHANCE = 0.02
+# metrics where lower is better (perplexities, losses); the others are scores
+LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+# GPT-3 (Brown et al., 2020): the largest model and its training tokens
+GPT3_PARAMS, GPT3_TOKENS = 175e9, 300e9
+
+
+def approx_params(model: str) -> float | None:
+    """Parameters of a registered size (``conf/model/<model>.yaml``): 12·L·d² + V·d."""
+    path = config_dir() / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return None
+    size = OmegaConf.load(path)
+    return 12 * size.n_layer * size.n_embd**2 + size.get("vocab_size", 50304) * size.n_embd
+
+
+def _best(cells: list[Cell]) -> Cell | None:
+    if not cells:
+        return None
+    lower = cells[0].metric in LOWER_IS_BETTER
+    return min(cells, key=lambda c: c.mean) if lower else max(cells, key=lambda c: c.mean)
+
+
+def _against_chance(cell: Cell) -> str:
+    if cell.chance is None:
+        return ""
+    gap = cell.mean - cell.chance
+    if abs(gap) < AT_CHANCE:
+        return f", at chance ({cell.chance:.3f})"
+    return f", {abs(gap):.3f} {'above' if gap > 0 else 'below'} chance ({cell.chance:.3f})"
+
+
+def _label(cell: Cell) -> str:
+    if cell.regime == FINETUNE:
+        return f"fine-tuning (N={cell.n_train_examples})"
+    return cell.regime if cell.k is None or cell.regime != "few_shot" else f"few_shot (k={cell.k})"
+
+
+def _describe(cell: Cell, flags: Mapping[RunKey, list[str]]) -> str:
+    notes = flags.get(run_key(cell), [])
+    flagged = f" [{'; '.join(n.lstrip('⚠ ') for n in notes)}]" if notes else ""
+    return f"{_label(cell)} {cell.mean:.3f}{_against_chance(cell)}{flagged}"
+
+
+def plain_summary(cells: Iterable[Cell], flags: Mapping[RunKey, list[str]]) -> str:
+    """Markdown: one sentence per table row of ``cells`` (one metric per task) and the scale note."""
+    rows: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        rows[(cell.task, cell.split, cell.metric, cell.model, cell.init, cell.params)].append(cell)
+    lines = []
+    for (task, split, metric, *_), row in rows.items():
+        tuned = _best([c for c in row if c.regime == FINETUNE])
+        prompted = _best([c for c in row if c.regime in IN_CONTEXT])
+        parts = [_describe(c, flags) for c in (tuned, prompted) if c is not None]
+        sentence = f"- **{task}** ({metric}): " + "; best prompting: ".join(parts)
+        if tuned is not None and prompted is not None:
+            lower = metric in LOWER_IS_BETTER
+            lead = (prompted.mean - tuned.mean) if lower else (tuned.mean - prompted.mean)
+            winner = "fine-tuning" if lead > 0 else "prompting"
+            sentence += f". {winner.capitalize()} leads by {abs(lead):.3f}."
+        else:
+            sentence += "."
+        lines.append(sentence)
+    if not lines:
+        return ""
+    sizes = {c.model: approx_params(c.model) for c in cells if c.model}
+    known = [f"{model} ≈ {params / 1e6:.1f}M parameters" for model, params in sizes.items() if params]
+    scale = (
+        f"In-context learning needs scale: GPT-3 (Brown et al., 2020) saw few-shot prompting approach "
+        f"fine-tuning only as models grew to {GPT3_PARAMS / 1e9:.0f}B parameters trained on "
+        f"{GPT3_TOKENS / 1e9:.0f}B tokens"
+    )
+    scale += f"; the models here are {', '.join(known)}." if known else "."
+    return "## Summary\n\n" + "\n".join(lines) + "\n\n" + scale + "\n"
