@@ -15,6 +15,7 @@ import pytest
 from gptlab.cli.report import main as report_main
 from gptlab.conditions import digest
 from gptlab.report.aggregate import Cell, aggregate, primary_metric, select_metric
+from gptlab.report.flags import cell_flags
 from gptlab.report.plots import save_plots, sweep_figure, task_figure
 from gptlab.report.predictions import write_predictions
 from gptlab.report.results import N_TRUNCATED, TOP_ANSWER_SHARE, ResultRow, append_results, find_results, load_results
@@ -169,6 +170,16 @@ def test_conditions_differing_in_a_swept_value_are_rows_of_their_own(tmp_path: P
     with open(write_csv(cells, tmp_path / "results.csv"), newline="") as f:
         lines = list(csv.DictReader(f))
     assert [(line["regime.module.lm_lambda"], line["n"], line["duplicates"]) for line in lines] == [("0", "2", "0"), ("0.5", "2", "1")]
+
+
+def test_a_swept_list_value_is_a_row_of_its_own() -> None:
+    rows = [{**BASE, "task": "rte", "metric": "acc", "regime": "finetune", "seed": 1, "value": v,
+             "condition": f"c{v}", "config": {"regime.module.betas": betas}}
+            for v, betas in [(0.5, [0.9, 0.95]), (0.6, [0.9, 0.999])]]
+    cells = aggregate(rows)
+    assert [c.params for c in cells] == [(("regime.module.betas", (0.9, 0.95)),), (("regime.module.betas", (0.9, 0.999)),)]
+    header, body = comparison_table(cells, cell_flags(cells))
+    assert header[4] == "betas" and [line[4] for line in body] == ["(0.9, 0.95)", "(0.9, 0.999)"]
 
 
 def test_a_single_run_shows_its_bootstrap_standard_error() -> None:

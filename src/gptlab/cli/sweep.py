@@ -201,7 +201,10 @@ class SweepJob:
             stale = results.with_name(RESULTS_FILE + STALE_SUFFIX)
             with open(stale, "a", encoding="utf-8") as f:  # earlier stale rows stay
                 f.writelines(final)
-            write_atomic(results, "".join(keep).encode())
+            if keep:
+                write_atomic(results, "".join(keep).encode())
+            else:
+                results.unlink()
             log.warning("%s: results of an earlier unfinished attempt moved to %s", self.dir, stale.name)
         checkpoints = self.dir / CHECKPOINT_DIR
         if not resuming and cfg.get("ckpt_path") is None and checkpoint_files(checkpoints):

@@ -120,6 +120,14 @@ def _same(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _frozen(value: Any) -> Any:
+    """A config value as a hashable one (lists as tuples, mappings as their JSON), so that swept
+    values can key table rows and plot series."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return _same(value) if isinstance(value, dict) else value
+
+
 def swept_keys(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     """The config keys whose values differ between conditions that share all ``GROUP_KEYS``
     (a λ ablation's ``regime.module.lm_lambda``), in alphabetical order."""
@@ -164,7 +172,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[Cell]:
                 n=len(values),
                 chance=statistics.fmean(chances) if chances else None,
                 condition=condition,
-                params=tuple((name, config.get(name)) for name in swept),
+                params=tuple((name, _frozen(config.get(name))) for name in swept),
                 duplicates=len(members) - len(values),
                 stderr=members[0].get("stderr") if len(members) == 1 else None,
                 n_eval=next((row["n_eval"] for row in members if row.get("n_eval") is not None), None),
