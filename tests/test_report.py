@@ -525,5 +525,14 @@ def test_the_current_demos_degenerate_rows_are_flagged_and_summarised() -> None:
     assert "175B parameters trained on 300B tokens; the models here are gpt-micro ≈" in summary
 
 
+def test_the_summary_says_when_neither_regime_leads_beyond_noise() -> None:
+    rows = [r for r in demo_rows() if r["metric"] == "acc" and r["regime"] in ("finetune", "zero_shot")]
+    for row, (value, stderr) in zip(rows, [(0.30, 0.036), (0.25, 0.034)]):
+        row.update(value=value, stderr=stderr)
+    summary = tables_markdown(aggregate(rows))
+    # 0.05 apart, two standard errors of the difference 2·sqrt(0.036² + 0.034²) = 0.099
+    assert "Neither leads beyond noise (difference 0.050, 2 standard errors 0.099)." in summary
+
+
 def test_descriptive_rows_are_never_a_tasks_headline_metric() -> None:
     assert primary_metric(["n_truncated", "top_answer_share", "spearman"]) == "spearman"

@@ -2,12 +2,14 @@
 
 For each table row (task, metric, model, ...): the best fine-tuning and the best prompting value,
 each against chance (a value within ``AT_CHANCE`` of it is "at chance"), which regime wins and by
-how much, and the flags that make a value no measurement (``gptlab.report.flags``). It ends with
+how much (or that neither does beyond two standard errors of the difference), and the flags that
+make a value no measurement (``gptlab.report.flags``). It ends with
 the scale at which GPT-3 found in-context learning, beside the size of the models in the table.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -39,6 +41,15 @@ def _best(cells: list[Cell]) -> Cell | None:
         return None
     lower = cells[0].metric in LOWER_IS_BETTER
     return min(cells, key=lambda c: c.mean) if lower else max(cells, key=lambda c: c.mean)
+
+
+def _noise(a: Cell, b: Cell) -> float | None:
+    """Two standard errors of the difference of two cells (each's spread over seeds, or a single
+    run's standard error over examples); None when either has none."""
+    spreads = [c.std if c.std is not None else c.stderr for c in (a, b)]
+    if any(spread is None for spread in spreads):
+        return None
+    return 2 * math.sqrt(sum(spread**2 for spread in spreads))
 
 
 def _against_chance(cell: Cell) -> str:
@@ -77,7 +88,11 @@ def plain_summary(cells: Iterable[Cell], flags: Mapping[RunKey, list[str]]) -> s
             lower = metric in LOWER_IS_BETTER
             lead = (prompted.mean - tuned.mean) if lower else (tuned.mean - prompted.mean)
             winner = "fine-tuning" if lead > 0 else "prompting"
-            sentence += f". {winner.capitalize()} leads by {abs(lead):.3f}."
+            noise = _noise(tuned, prompted)
+            if noise is not None and abs(lead) <= noise:
+                sentence += f". Neither leads beyond noise (difference {abs(lead):.3f}, 2 standard errors {noise:.3f})."
+            else:
+                sentence += f". {winner.capitalize()} leads by {abs(lead):.3f}."
         else:
             sentence += "."
         lines.append(sentence)
