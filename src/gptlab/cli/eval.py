@@ -71,15 +71,15 @@ def result_rows(results: dict[str, Any], args: argparse.Namespace, model_name: s
     rows = []
     for task, metrics in results["results"].items():
         n_eval = results.get("n-samples", {}).get(task, {}).get("effective")
+        condition = Condition.from_values(
+            {"lm_eval.task": task, **{f"lm_eval.{arg}": getattr(args, arg) for arg in CONDITION_ARGS}}
+        )
         for key, value in metrics.items():
             name, _, filter_name = key.partition(",")
             if not filter_name or name.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
             metric = name if filter_name == "none" else f"{name},{filter_name}"
             stderr = metrics.get(f"{name}_stderr,{filter_name}")
-            condition = Condition.from_values(
-                {"lm_eval.task": task, **{f"lm_eval.{arg}": getattr(args, arg) for arg in CONDITION_ARGS}}
-            )
             rows.append(
                 ResultRow(
                     task=task, split="lm-eval", metric=metric, value=float(value), regime=regime_for_k(args.num_fewshot),
