@@ -218,7 +218,7 @@ def check_across_nodes(cfg: DictConfig) -> list[str]:
             f"task={task.name} is of kind {task.kind!r}, which regime={regime.name} does not run "
             f"(it runs: {', '.join(kinds)})"
         )
-    if cfg.get("eval_ckpt", "last") == "best":
+    if cfg.get("eval_ckpt") == "best":
         errors += _best_checkpoint_problems(cfg)
     block = regime.get("block_size")
     if block is not None and block > model.block_size:

@@ -201,7 +201,7 @@ def evaluation_weights(cfg: DictConfig, trainer: pl.Trainer) -> tuple[str, str |
     """(which weights, the checkpoint to load for them) after fitting, as ``eval_ckpt`` asks:
     ``last`` are the weights in memory; ``best`` those of the monitored checkpoint callback (the
     last ones, with a warning, when it kept none: no validation ran)."""
-    if cfg.get("eval_ckpt", "last") != "best":
+    if cfg.get("eval_ckpt") != "best":
         return "last", None
     best = next(cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None))
     if not best.best_model_path:

@@ -149,12 +149,11 @@ class Collator:
         if self.per_token_labels:
             labels = np.full((b, t), IGNORE_INDEX, dtype=np.int64)
             word_index = np.full((b, t), -1, dtype=np.int64)
+            words = np.full((b, max(len(ex.word_tags or ()) for ex in examples)), IGNORE_INDEX, dtype=np.int64)
             for i, ex in enumerate(examples):
                 assert ex.token_labels is not None and ex.word_index is not None and ex.word_tags is not None
                 labels[i, : len(ex.token_labels)] = ex.token_labels
                 word_index[i, : len(ex.word_index)] = ex.word_index
-            words = np.full((b, max(len(ex.word_tags) for ex in examples)), IGNORE_INDEX, dtype=np.int64)
-            for i, ex in enumerate(examples):
                 words[i, : len(ex.word_tags)] = ex.word_tags
             batch["labels"] = torch.from_numpy(labels)
             batch["word_index"] = torch.from_numpy(word_index)

@@ -25,6 +25,7 @@ import torch.nn as nn
 from gptlab.data.tokenizer import get_tokenizer
 from gptlab.lit.incontext import EvaluationModule, continuation_scores
 from gptlab.model.greedy import greedy_until
+from gptlab.report.results import N_TRUNCATED
 from gptlab.tasks.answers import answer_end, answer_scores, cut_answer
 from gptlab.tasks.metrics import build_metrics, generation_needs, val_prefix
 from gptlab.tasks.spec import TaskSpec
@@ -93,7 +94,7 @@ class GenerativeModule(EvaluationModule):
         for i, split in enumerate(self.eval_splits):
             prefix = val_prefix(split, self.eval_splits)
             logs.update({f"{prefix}{name}": value for name, value in self.val_metrics[i].compute().items()})
-            logs[f"{prefix}n_truncated"] = torch.tensor(float(self.truncated.get(split, 0)))
+            logs[f"{prefix}{N_TRUNCATED}"] = torch.tensor(float(self.truncated.get(split, 0)))
             self.val_metrics[i].reset()
         return logs
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
+from gptlab.report.results import N_TRUNCATED
 from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
@@ -248,7 +249,7 @@ class InContextModule(EvaluationModule):
             logs[f"{prefix}acc_norm"] = self.val_acc_norm[i].compute()
             if self.val_acc_mutual_info[i].update_called:
                 logs[f"{prefix}acc_mutual_info"] = self.val_acc_mutual_info[i].compute()
-            logs[f"{prefix}n_truncated"] = torch.tensor(float(self.truncated.get(split, 0)))
+            logs[f"{prefix}{N_TRUNCATED}"] = torch.tensor(float(self.truncated.get(split, 0)))
             for metric in (self.val_metrics[i], self.val_acc_norm[i], self.val_acc_mutual_info[i]):
                 metric.reset()
         return logs

@@ -110,9 +110,14 @@ def cell_sort_key(cell: Cell) -> tuple[Any, ...]:
     )
 
 
+def is_number(value: Any) -> bool:
+    """An int or float config value (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def param_sort_key(value: Any) -> tuple[Any, ...]:
     """Numbers in numeric order, then other values by their text, None last."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = is_number(value)
     return value is None, not number, value if number else 0, str(value)
 
 

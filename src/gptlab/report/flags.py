@@ -17,11 +17,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gptlab.report.aggregate import Cell
+from gptlab.report.aggregate import GROUP_KEYS, Cell
 from gptlab.report.results import N_TRUNCATED, TOP_ANSWER_SHARE
 
 ONE_ANSWER = 0.95
 MOSTLY = 0.5
+MARK = "⚠"
 RunKey = tuple[Any, ...]
 
 
@@ -35,13 +36,14 @@ def top_answer_share(records: Sequence[Mapping[str, Any]]) -> float | None:
 
 
 def run_key(cell: Cell) -> RunKey:
-    """What a cell shares with the other metrics of the same runs: all but the metric and numbers."""
-    return (cell.task, cell.split, cell.regime, cell.model, cell.init, cell.k, cell.n_train_examples,
-            cell.prompt, cell.condition, cell.params)
+    """What a cell shares with the other metrics of the same runs: its grouping keys but the
+    metric, its condition and its swept values."""
+    return (*(getattr(cell, key) for key in GROUP_KEYS if key != "metric"), cell.condition, cell.params)
 
 
 def cell_flags(cells: Iterable[Cell]) -> dict[RunKey, list[str]]:
-    """``run_key`` -> the warnings of those runs (only keys with any)."""
+    """``run_key`` -> the warnings of those runs (only keys with any); tables mark each with
+    ``MARK``."""
     by_run: dict[RunKey, dict[str, Cell]] = defaultdict(dict)
     for cell in cells:
         by_run[run_key(cell)][cell.metric] = cell
@@ -49,17 +51,17 @@ def cell_flags(cells: Iterable[Cell]) -> dict[RunKey, list[str]]:
     for key, metrics in by_run.items():
         notes = []
         if (share := metrics.get(TOP_ANSWER_SHARE)) is not None and share.mean >= ONE_ANSWER:
-            notes.append(f"⚠ one answer for {share.mean:.0%}")
+            notes.append(f"one answer for {share.mean:.0%}")
         cut = metrics.get(N_TRUNCATED)
         if cut is not None and cut.n_eval and cut.mean / cut.n_eval > MOSTLY:
-            notes.append(f"⚠ {cut.mean:.0f}/{cut.n_eval} truncated")
+            notes.append(f"{cut.mean:.0f}/{cut.n_eval} truncated")
         if notes:
             flags[key] = notes
     return flags
 
 
 LEGEND = (
-    f"⚠ one answer for X%: the model gave the same answer to X% of the examples (≥ {ONE_ANSWER:.0%}), "
-    "so its score is that answer's share, not a skill; ⚠ a/b truncated: a of the b examples were cut "
-    "to the model's window."
+    f"{MARK} one answer for X%: the model gave the same answer to X% of the examples (≥ {ONE_ANSWER:.0%}), "
+    f"so its score is that answer's share, not a skill; {MARK} a/b truncated: a of the b examples were "
+    "cut to the model's window."
 )

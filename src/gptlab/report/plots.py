@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from gptlab.report.aggregate import FINETUNE, Cell, param_sort_key, primary_split
+from gptlab.report.aggregate import FINETUNE, Cell, is_number, param_sort_key, primary_split
 
 FAMILIES = {FINETUNE: "fine-tuning"}
 PROMPTING = "prompting"
@@ -121,10 +121,6 @@ def save_plots(cells: Iterable[Cell], out_dir: str | Path) -> dict[str, Path]:
 SWEEP_SERIES_KEYS = ("regime", "model", "init", "k", "n_train_examples", "prompt")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def sweep_figure(cells: Iterable[Cell], key: str) -> Figure:
     """One task's metric against the swept config value ``key`` (a name in the cells' ``params``),
     mean ± std over seeds (± the bootstrap standard error for a single run)."""
@@ -144,7 +140,7 @@ def sweep_figure(cells: Iterable[Cell], key: str) -> Figure:
         series[series_key(cell)].append(cell)
     varying = [i for i in range(len(next(iter(series)))) if len({k[i][1] for k in series}) > 1]
     xs = sorted({dict(c.params)[key] for c in cells}, key=param_sort_key)
-    numeric = all(_is_number(x) for x in xs)
+    numeric = all(is_number(x) for x in xs)
 
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     FigureCanvasAgg(fig)

@@ -14,11 +14,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from gptlab.model.gpt import GPTConfig
+from gptlab.model.registry import model_config
 from gptlab.report.aggregate import FINETUNE, IN_CONTEXT, Cell
 from gptlab.report.flags import RunKey, run_key
-from gptlab.resources import config_dir
 
 AT_CHANCE = 0.02
 # metrics where lower is better (perplexities, losses); the others are scores
@@ -28,12 +27,13 @@ GPT3_PARAMS, GPT3_TOKENS = 175e9, 300e9
 
 
 def approx_params(model: str) -> float | None:
-    """Parameters of a registered size (``conf/model/<model>.yaml``): 12·L·d² + V·d."""
-    path = config_dir() / "model" / f"{model}.yaml"
-    if not path.is_file():
+    """Parameters of a registered size (``gptlab.model.registry``): 12·L·d² + V·d; None for a
+    name the registry does not hold (an HF directory, a Hub id)."""
+    try:
+        size = GPTConfig.from_dict(model_config(model))
+    except ValueError:
         return None
-    size = OmegaConf.load(path)
-    return 12 * size.n_layer * size.n_embd**2 + size.get("vocab_size", 50304) * size.n_embd
+    return 12 * size.n_layer * size.n_embd**2 + size.vocab_size * size.n_embd
 
 
 def _best(cells: list[Cell]) -> Cell | None:
@@ -69,7 +69,7 @@ def _label(cell: Cell) -> str:
 
 def _describe(cell: Cell, flags: Mapping[RunKey, list[str]]) -> str:
     notes = flags.get(run_key(cell), [])
-    flagged = f" [{'; '.join(n.lstrip('⚠ ') for n in notes)}]" if notes else ""
+    flagged = f" [{'; '.join(notes)}]" if notes else ""
     return f"{_label(cell)} {cell.mean:.3f}{_against_chance(cell)}{flagged}"
 
 

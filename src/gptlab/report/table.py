@@ -26,7 +26,7 @@ from gptlab.report.aggregate import (
     regime_rank,
     select_metric,
 )
-from gptlab.report.flags import LEGEND, RunKey, cell_flags, run_key
+from gptlab.report.flags import LEGEND, MARK, RunKey, cell_flags, run_key
 from gptlab.report.summary import plain_summary
 
 ROW_KEYS = ("task", "split", "metric", "model", "init")
@@ -92,7 +92,7 @@ def format_value(cell: Cell, params: Params = (), flags: Sequence[str] = ()) -> 
         notes.append(f"+{cell.duplicates} same-seed duplicate{'s' if cell.duplicates > 1 else ''}")
     if params:
         notes.append(_params_text(params))
-    return " ".join([f"{text} ({', '.join(notes)})", *flags])
+    return " ".join([f"{text} ({', '.join(notes)})", *(f"{MARK} {flag}" for flag in flags)])
 
 
 def comparison_table(
