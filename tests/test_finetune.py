@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from gptlab.cli.train import result_rows, train
 from gptlab.data import transforms
+from gptlab.data.demo_tasks import TRAIN_SIZES, VALIDATION_SIZE
 from gptlab.data.labeled import Collator
 from gptlab.data.sources import load_task
 from gptlab.data.tokenizer import get_tokenizer
@@ -292,7 +293,7 @@ def test_hydra_finetune_run_of_each_kind_writes_metrics_rows_and_a_seeding_check
         assert (row["task"], row["split"], row["regime"], row["init"], row["seed"]) == (
             DEMO_TASKS[kind], "validation", "finetune", "scratch", 5
         )
-        assert (row["n_train_examples"], row["n_eval"]) == (400, 160)
+        assert (row["n_train_examples"], row["n_eval"]) == (TRAIN_SIZES[DEMO_TASKS[kind]], VALIDATION_SIZE)
     logged = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/task_loss", "train/lm_loss"} <= set(logged)
     if kind != "ner":  # one answer per example (the demo similarity task is a classification)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from gptlab.data import demo_tasks
+from gptlab.data import corpus, demo_tasks
 from gptlab.data.labeled import BucketBatchSampler, LabeledDataModule, eval_batches
 from gptlab.data.tokenizer import EXTRACT_ID, PAD_ID, START_ID
 from gptlab.tasks.spec import TaskSpec
@@ -25,6 +25,7 @@ DEMO_KINDS = {
     "demo_nextsent": "entailment",
     "demo_order": "similarity",
     "demo_continuation": "multiple_choice",
+    "demo_wordorder": "multiple_choice",
     "demo_tagging": "ner",
 }
 DEMO_LABELS = {
@@ -32,6 +33,7 @@ DEMO_LABELS = {
     "demo_nextsent": demo_tasks.NEXTSENT_LABELS,
     "demo_order": demo_tasks.ORDER_LABELS,
     "demo_continuation": None,
+    "demo_wordorder": None,
     "demo_tagging": demo_tasks.TAG_LABELS,
 }
 ExampleSplits = dict[str, list[dict[str, Any]]]
@@ -146,7 +148,7 @@ def test_demo_tasks_are_deterministic_balanced_and_disjoint(name: str) -> None:
     demo_tasks._split_examples.cache_clear()  # rebuilt from scratch: same seeds, same examples
     assert splits == {s: demo_tasks.read_demo_split(spec, s) for s in splits}
     for split, examples in splits.items():
-        assert len(examples) == demo_tasks.SPLIT_SIZES[split]
+        assert len(examples) == (demo_tasks.TRAIN_SIZES[name] if split == "train" else demo_tasks.VALIDATION_SIZE)
         if spec.kind == "ner":
             tags = Counter(t for ex in examples for t in ex["tags"])
             assert set(tags) == set(range(spec.num_labels)) if split == "train" else len(tags) >= 3
@@ -165,6 +167,54 @@ def test_demo_tasks_are_deterministic_balanced_and_disjoint(name: str) -> None:
         }
 
     assert not (texts(splits["train"]) & texts(splits["validation"])) - {""}
+
+
+def _openings(split: str) -> dict[str, set[str]]:
+    """Group -> the sentences that open a paragraph of its documents in ``split``."""
+    groups: dict[str, set[str]] = {}
+    for doc in demo_tasks._in_split(split):
+        groups.setdefault(doc.group, set()).update(para[0] for para in doc.sentences if para)
+    return groups
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_continuation_distractors_open_paragraphs_of_other_groups(split: str) -> None:
+    spec = TaskSpec.from_config(demo_config("demo_continuation"))
+    openings = _openings(split)
+    groups_of: dict[str, set[str]] = {}  # a short sentence may recur in documents of several groups
+    for doc in demo_tasks._in_split(split):
+        for sentence in (s for para in doc.sentences for s in para):
+            groups_of.setdefault(sentence, set()).add(doc.group)
+    for ex in demo_tasks.read_demo_split(spec, split):
+        distractors = [c for i, c in enumerate(ex["choices"]) if i != ex["label"]]
+        assert len(set(distractors)) == 3
+        for sentence in distractors:
+            assert any(
+                sentence in opening for group in groups_of[ex["context"]]
+                for other, opening in openings.items() if other != group
+            )
+
+
+def test_wordorder_distractors_shuffle_the_answers_inner_words() -> None:
+    spec = TaskSpec.from_config(demo_config("demo_wordorder"))
+    for ex in demo_tasks.read_demo_split(spec, "validation"):
+        answer = ex["choices"][ex["label"]].split()
+        assert len(set(map(tuple, (c.split() for c in ex["choices"])))) == 4  # all different
+        for choice in (c.split() for c in ex["choices"]):
+            assert (choice[0], choice[-1], sorted(choice[1:-1])) == (answer[0], answer[-1], sorted(answer[1:-1]))
+
+
+def test_demo_tasks_validate_on_the_documents_pre_training_holds_out() -> None:
+    """The demo corpus's validation documents (which pre-training leaves out) are the ones the demo
+    tasks take every validation example from: a demo model never trains on what it is tested on."""
+    splits = corpus.demo_corpus_splits()
+    assert sorted(splits["train"] + splits["validation"]) == sorted(corpus.demo_corpus_documents())
+    assert 0.15 < len(splits["validation"]) / len(corpus.demo_corpus_documents()) < 0.25  # one in five
+    flat = {split: [" ".join(doc.split()) for doc in docs] for split, docs in splits.items()}
+    topic = demo_tasks.read_demo_split(TaskSpec.from_config(demo_config("demo_topic")), "validation")
+    for ex in topic[:40]:
+        assert any(ex["text"] in doc for doc in flat["validation"])
+        assert not any(ex["text"] in doc for doc in flat["train"])
 
 
 def test_read_demo_split_rejects_unknown_tasks_and_splits() -> None:
@@ -192,10 +242,10 @@ def test_tagging_marks_quoted_code_spans_in_iob2() -> None:
 def test_demo_task_batches_follow_the_contract(reader, name: str) -> None:
     reader(None)
     dm = make_dm(demo_config(name))
-    assert dm.num_train_examples == 400 and dm.eval_splits == ["validation"]
+    assert dm.num_train_examples == demo_tasks.TRAIN_SIZES[name] and dm.eval_splits == ["validation"]
     assert set(dm.truncated) == {"train", "validation"}
     train, (val,) = dm.train_dataloader(), dm.val_dataloader()
-    assert len(train) == 50 and len(val) == 20
+    assert len(train) == demo_tasks.TRAIN_SIZES[name] // 8 and len(val) == demo_tasks.VALIDATION_SIZE // 8
     check_contract(next(iter(train)), DEMO_KINDS[name])
     check_contract(next(iter(val)), DEMO_KINDS[name], evaluation=True)
     if name == "demo_continuation":

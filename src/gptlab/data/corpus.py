@@ -10,10 +10,16 @@ It holds two kinds of documents, in this order:
 
 Docstrings shorter than ``MIN_DOC_CHARS`` are skipped and repeated texts are kept once, so the
 corpus is the same on every run of the same Python version (it changes with the version).
+
+One document in ``VALIDATION_SHARE`` is held out (``is_held_out``: a hash of its first paragraph,
+a module document's title). Pre-training validates on those documents and the demo tasks
+(``gptlab.data.demo_tasks``) take their validation examples from them, so a demo model is never
+pre-trained on the text it is evaluated on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import re
@@ -46,6 +52,7 @@ MODULES = (
     "zipimport zlib"
 ).split()
 MIN_DOC_CHARS = 120
+VALIDATION_SHARE = 5
 
 
 def demo_corpus_documents() -> list[str]:
@@ -75,6 +82,21 @@ def demo_corpus_documents() -> list[str]:
             for title, doc in _module_docstrings(module):
                 add(title, doc)
     return documents
+
+
+def is_held_out(document: str) -> bool:
+    """Whether ``document`` is in the validation split: one in ``VALIDATION_SHARE`` by a hash of its
+    first paragraph, not by position, so a corpus change moves only the documents it touches."""
+    head = document.split("\n\n", 1)[0]
+    return int(hashlib.sha256(head.encode()).hexdigest(), 16) % VALIDATION_SHARE == 0
+
+
+def demo_corpus_splits() -> dict[str, list[str]]:
+    """The corpus as ``train`` and ``validation`` documents (``is_held_out``), each in corpus order."""
+    splits: dict[str, list[str]] = {"train": [], "validation": []}
+    for document in demo_corpus_documents():
+        splits["validation" if is_held_out(document) else "train"].append(document)
+    return splits
 
 
 def _plain(text: str) -> str:

@@ -1,10 +1,11 @@
-"""Five small labelled tasks cut from the demo corpus (``gptlab.data.corpus``), one per task kind.
+"""Six small labelled tasks cut from the demo corpus (``gptlab.data.corpus``), one or two per kind.
 
 They need no download, so fine-tuning and in-context evaluation can be demonstrated and tested
 on CPU with a tiny model pre-trained on the same corpus. Every split is fixed: its documents are
-chosen by a hash of their title (one in ``VALIDATION_SHARE`` goes to ``validation``, the rest to
-``train``, so no document feeds both) and its examples by a random generator seeded with the task
-and split names. The tasks change only when the corpus does, i.e. with the Python version.
+the corpus's own split (``gptlab.data.corpus.is_held_out``: the held-out documents, which
+pre-training validates on, go to ``validation``, the rest to ``train``, so no document feeds
+both) and its examples are drawn by a random generator seeded with the task and split names. The
+tasks change only when the corpus does, i.e. with the Python version.
 
 - ``demo_topic`` (classification): a paragraph -> which of four areas of the docs it is from:
   the language reference (help topics), internet, debugging and testing, or files and formats.
@@ -12,13 +13,20 @@ and split names. The tasks change only when the corpus does, i.e. with the Pytho
   sentence of the same paragraph, or a sentence from another document.
 - ``demo_order`` (similarity): are two sentences adjacent in a paragraph, in either order? A
   symmetric relation; the negatives pair sentences of two documents.
-- ``demo_continuation`` (multiple_choice): a sentence and four candidates for the next one, the
-  true one and three from other documents.
+- ``demo_continuation`` (multiple_choice): a sentence and four candidates for the next one: the
+  true one and three sentences that open a paragraph of documents on other modules or topics.
+  Told apart by what the sentences say and by how they read: a next sentence goes on ("It",
+  "If ...", "The default ..."), an opening one starts afresh ("Return ...", "Create ...").
+- ``demo_wordorder`` (multiple_choice): a sentence and four candidates for the next one: the true
+  one and three copies of it with the words between its first and last shuffled. Only word order
+  tells them apart, which is what a language model's likelihood measures and a classifier fine-tuned
+  on a few hundred examples does not learn: the demo prompts it and does not fine-tune it.
 - ``demo_tagging`` (ner): a sentence as words (punctuation split off, CoNLL style) with the code
   spans it quotes in ``"..."`` or backticks tagged in IOB2: ``KW`` when the span starts with a
   Python keyword, else ``CODE``; ``None``/``True``/``False`` are ``KW`` anywhere.
 
-Each has ``SPLIT_SIZES`` examples (400 ``train``, 160 ``validation``). Class labels are balanced
+Each has ``VALIDATION_SIZE`` validation examples and ``TRAIN_SIZES`` training examples, more for
+the tasks a small model needs more labels for (the demo's sizes: ``make demo``). Class labels are balanced
 in every split, the multiple-choice answer position too; the tagging task takes three quarters
 of its sentences from those with a code span. A GPT reads a word's first sub-token with only the
 words before it in view, so the tags are chosen to be decidable there (from the opening quote
@@ -29,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import keyword
 import random
 import re
@@ -37,11 +44,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.data.corpus import MODULES, demo_corpus_documents
+from gptlab.data.corpus import MODULES, demo_corpus_documents, is_held_out
 from gptlab.tasks.spec import TaskSpec
 
-SPLIT_SIZES = {"train": 400, "validation": 160}
-VALIDATION_SHARE = 5
+SPLITS = ("train", "validation")
+VALIDATION_SIZE = 160
+# Training examples: tagging learns its rule from ~1000 sentences, continuation's cues from ~800;
+# topic is capped by its smallest class (the "files" paragraphs).
+TRAIN_SIZES = {
+    "demo_topic": 600,
+    "demo_nextsent": 400,
+    "demo_order": 400,
+    "demo_continuation": 800,
+    "demo_wordorder": 400,
+    "demo_tagging": 1200,
+}
 TOPIC_LABELS = ["language", "internet", "debugging", "files"]
 # Top-level modules of each topic beyond "language", which is the help topics (pydoc_data).
 TOPIC_MODULES = {
@@ -89,12 +106,6 @@ def _prose_share(text: str) -> float:
     return sum(c.isalpha() or c == " " for c in text) / max(len(text), 1)
 
 
-def _split_of(title: str) -> str:
-    # A hash of the title, not a position, so a corpus change moves only the documents it touches.
-    bucket = int(hashlib.sha256(title.encode()).hexdigest(), 16) % VALIDATION_SHARE
-    return "validation" if bucket == 0 else "train"
-
-
 def _sentences(paragraph: str) -> tuple[str, ...]:
     lo, hi = SENTENCE_WORDS
     return tuple(
@@ -116,7 +127,8 @@ def _documents() -> tuple[_Document, ...]:
         prose = tuple(
             joined for p in paragraphs if _prose_share(joined := " ".join(p.split("\n"))) >= MIN_PROSE_SHARE
         )
-        documents.append(_Document(group, _split_of(title), prose, tuple(_sentences(p) for p in prose)))
+        split = "validation" if is_held_out(text) else "train"
+        documents.append(_Document(group, split, prose, tuple(_sentences(p) for p in prose)))
     return tuple(documents)
 
 
@@ -135,6 +147,10 @@ def _new(split: str, text: str) -> bool:
     return split == "train" or text not in _train_texts()
 
 
+def _size(task: str, split: str) -> int:
+    return TRAIN_SIZES[task] if split == "train" else VALIDATION_SIZE
+
+
 def _rng(task: str, split: str) -> random.Random:
     return random.Random(f"gptlab-demo/{task}/{split}")  # str seeds are hashed with sha512: stable
 
@@ -144,7 +160,7 @@ def _in_split(split: str) -> list[_Document]:
 
 
 def _topic(split: str) -> list[dict[str, Any]]:
-    rng, per_class = _rng("demo_topic", split), SPLIT_SIZES[split] // len(TOPIC_LABELS)
+    rng, per_class = _rng("demo_topic", split), _size("demo_topic", split) // len(TOPIC_LABELS)
     lo, hi = TOPIC_CHARS
     examples = []
     for label, name in enumerate(TOPIC_LABELS):
@@ -184,7 +200,7 @@ def _other_sentence(rng: random.Random, split: str, not_doc: set[int]) -> tuple[
 def _pair_task(task: str, split: str) -> Iterator[tuple[random.Random, bool, str, str]]:
     """(rng, positive, a, b) for a balanced pair task: ``b`` follows ``a``, or ``b`` comes from another
     document. The negatives keep a real pair's first sentence, so ``a`` alone says nothing."""
-    rng, size = _rng(task, split), SPLIT_SIZES[split]
+    rng, size = _rng(task, split), _size(task, split)
     pairs = rng.sample(_adjacent_pairs(split), size)
     for k, (n, a, b) in enumerate(pairs):
         positive = k < size // 2
@@ -218,20 +234,63 @@ def _order(split: str) -> list[dict[str, Any]]:
     return _shuffled("demo_order", split, examples)
 
 
-def _continuation(split: str) -> list[dict[str, Any]]:
-    rng, size = _rng("demo_continuation", split), SPLIT_SIZES[split]
+def _openings(split: str) -> list[tuple[str, list[str]]]:
+    """(group, the sentences that open its paragraphs) of every document of ``split`` that has some."""
+    by_doc = [
+        (doc.group, [para[0] for para in doc.sentences if para and _new(split, para[0])]) for doc in _in_split(split)
+    ]
+    return [(group, sentences) for group, sentences in by_doc if sentences]
+
+
+def _choice_task(
+    task: str,
+    split: str,
+    distractors: Callable[[random.Random, str, str], list[str]],
+    usable: Callable[[str], bool] = lambda true_next: True,
+) -> list[dict[str, Any]]:
+    """A sentence, its true next sentence (one that is ``usable``) and ``NUM_CHOICES - 1``
+    ``distractors(rng, group, next)``, the answer equally often at each position."""
+    rng, size = _rng(task, split), _size(task, split)
     answer_positions = [k % NUM_CHOICES for k in range(size)]
     rng.shuffle(answer_positions)
+    docs = _in_split(split)
+    pairs = [pair for pair in _adjacent_pairs(split) if usable(pair[2])]
     examples = []
-    for (n, context, true_next), label in zip(rng.sample(_adjacent_pairs(split), size), answer_positions):
-        used, choices = {n}, []
-        for _ in range(NUM_CHOICES - 1):
-            m, sentence = _other_sentence(rng, split, used)
-            used.add(m)
-            choices.append(sentence)
+    for (n, context, true_next), label in zip(rng.sample(pairs, size), answer_positions):
+        choices = distractors(rng, docs[n].group, true_next)
         choices.insert(label, true_next)
         examples.append({"context": context, "choices": choices, "label": label})
     return examples
+
+
+def _continuation(split: str) -> list[dict[str, Any]]:
+    openings = _openings(split)
+
+    def other_openings(rng: random.Random, group: str, true_next: str) -> list[str]:
+        chosen: list[str] = []
+        while len(chosen) < NUM_CHOICES - 1:
+            # a document first, then its opening: help topics, which have many paragraphs each,
+            # are not drawn more often than one-paragraph docstrings
+            other, sentences = rng.choice(openings)
+            if other != group and (sentence := rng.choice(sentences)) not in chosen:
+                chosen.append(sentence)
+        return chosen
+
+    return _choice_task("demo_continuation", split, other_openings)
+
+
+def _wordorder(split: str) -> list[dict[str, Any]]:
+    def shuffles(rng: random.Random, group: str, true_next: str) -> list[str]:
+        first, *inner, last = true_next.split()
+        chosen: list[str] = []
+        while len(chosen) < NUM_CHOICES - 1:
+            rng.shuffle(inner)
+            if (candidate := " ".join([first, *inner, last])) != true_next and candidate not in chosen:
+                chosen.append(candidate)
+        return chosen
+
+    # three distinct inner words have five other orders: enough distractors, and the loop ends
+    return _choice_task("demo_wordorder", split, shuffles, lambda s: len(set(s.split()[1:-1])) >= 3)
 
 
 def tag_words(sentence: str) -> tuple[list[str], list[int]] | None:
@@ -254,7 +313,7 @@ def tag_words(sentence: str) -> tuple[list[str], list[int]] | None:
 
 
 def _tagging(split: str) -> list[dict[str, Any]]:
-    rng, size = _rng("demo_tagging", split), SPLIT_SIZES[split]
+    rng, size = _rng("demo_tagging", split), _size("demo_tagging", split)
     tagged = [
         t
         for doc in _in_split(split)
@@ -275,6 +334,7 @@ _READERS: dict[str, Callable[[str], list[dict[str, Any]]]] = {
     "demo_nextsent": _nextsent,
     "demo_order": _order,
     "demo_continuation": _continuation,
+    "demo_wordorder": _wordorder,
     "demo_tagging": _tagging,
 }
 DEMO_TASKS = tuple(_READERS)
@@ -289,7 +349,7 @@ def read_demo_split(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
     """The normalised examples (see ``gptlab.tasks.spec``) of demo task ``spec.name``'s ``split``."""
     if spec.name not in _READERS:
         raise ValueError(f"task {spec.name!r}: no such demo task; demo tasks: {', '.join(DEMO_TASKS)}")
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"task {spec.name!r}: no split {split!r}; demo splits: {', '.join(SPLIT_SIZES)}")
+    if split not in SPLITS:
+        raise ValueError(f"task {spec.name!r}: no split {split!r}; demo splits: {', '.join(SPLITS)}")
     # A copy: the examples are cached, and a caller may edit what it gets.
     return copy.deepcopy(_split_examples(spec.name, split))

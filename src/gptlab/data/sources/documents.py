@@ -1,7 +1,8 @@
 """An ``lm`` task's corpus: its documents per split, and a fingerprint that changes when they do.
 
 Local files are read by the same readers as every other task (``read_split``), each example's
-``text`` being one document; the ``embedded`` corpus needs no files; a Hub corpus stays a
+``text`` being one document; the ``embedded`` corpus needs no files and brings its own validation
+documents (``gptlab.data.corpus.is_held_out``); a Hub corpus stays a
 ``datasets.Dataset`` (column ``text``) so that a large one is tokenized batch by batch. An ``lm``
 task reads a ``validation`` split only when it names one (``files.validation``, or for the Hub
 ``hub.splits.validation``); otherwise the token cache holds out ``val_fraction`` of the corpus.
@@ -58,11 +59,12 @@ def document_source(spec: TaskSpec) -> DocumentSource:
     """Where an ``lm`` task's documents come from, read lazily by ``load``."""
     check_format(spec)
     if spec.format == "embedded":
-        from gptlab.data.corpus import demo_corpus_documents
+        from gptlab.data.corpus import demo_corpus_splits
 
-        docs = demo_corpus_documents()
-        digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
-        return DocumentSource({"format": "embedded", "sha256": digest}, lambda: ({"train": docs}, {}))
+        # its own validation documents: those the demo tasks evaluate on
+        splits = demo_corpus_splits()
+        digest = hashlib.sha256("\1".join("\0".join(docs) for docs in splits.values()).encode()).hexdigest()
+        return DocumentSource({"format": "embedded", "sha256": digest}, lambda: (splits, {}))
     splits = corpus_splits(spec)
     if spec.format == "hub":
         loaded = {split: hub_documents(spec, split) for split in splits}
