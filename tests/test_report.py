@@ -534,5 +534,32 @@ def test_the_summary_says_when_neither_regime_leads_beyond_noise() -> None:
     assert "Neither leads beyond noise (difference 0.050, 2 standard errors 0.099)." in summary
 
 
+def test_the_summary_judges_gpt1s_ablation_by_the_seed_spread() -> None:
+    """The same fine-tuning from a checkpoint and from scratch, two seeds each: which init leads, and
+    whether by more than the larger of the two seed spreads."""
+    base = {**BASE, "task": "demo_topic", "model": "gpt-micro", "regime": "finetune", "metric": "acc",
+            "n_train_examples": 600, "n_eval": 160, "chance": 0.25}
+    rows = []
+    for init, values in [("ckpt/last.ckpt", (0.60, 0.64)), ("scratch", (0.40, 0.46))]:
+        for seed, value in zip((1, 2), values):
+            config = {"model.init_from": None if init == "scratch" else init}
+            rows.append({**base, "init": init, "seed": seed, "value": value, "condition": digest(config), "config": config})
+    summary = tables_markdown(aggregate(rows))
+    # means 0.62 and 0.43; sample std over seeds 0.028 and 0.042
+    assert ("- **demo_topic** (acc, fine-tuning (N=600)), pre-training ablation: from ckpt/last.ckpt 0.620 (n=2), "
+            "from scratch 0.430 (n=2); the pre-trained init leads by 0.190, more than the seed spread (0.042).") in summary
+    assert "- **demo_topic** (acc, init scratch): fine-tuning (N=600) 0.430" in summary
+    rows[1]["value"] = 0.44  # pre-trained 0.60 and 0.44: mean 0.52, spread 0.113
+    summary = tables_markdown(aggregate(rows))
+    assert "the pre-trained init leads by 0.090, no more than the seed spread (0.113)." in summary
+    # single runs are judged by two standard errors of the difference: 2·sqrt(0.03² + 0.04²) = 0.1
+    single = [dict(r, regime="zero_shot", k=0, n_train_examples=None) for r in rows if r["seed"] == 1]
+    for row, stderr in zip(single, (0.03, 0.04)):
+        row["stderr"] = stderr
+    assert ("- **demo_topic** (acc, zero_shot), pre-training ablation: from ckpt/last.ckpt 0.600 (n=1), from "
+            "scratch 0.400 (n=1); the pre-trained init leads by 0.200, more than two standard errors of the "
+            "difference (0.100).") in tables_markdown(aggregate(single))
+
+
 def test_descriptive_rows_are_never_a_tasks_headline_metric() -> None:
     assert primary_metric(["n_truncated", "top_answer_share", "spearman"]) == "spearman"

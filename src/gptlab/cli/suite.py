@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptlab.cli.train import build_datamodule, train
 from gptlab.conditions import Condition
 from gptlab.data.contract import TaskDataModule
-from gptlab.report.results import ResultRow, append_results
+from gptlab.report.results import SCRATCH, ResultRow, append_results
 from gptlab.resources import config_dir
 from gptlab.schema import ConfigError, is_incontext, validate_config
 from gptlab.tasks.kinds import regime_for_k
@@ -107,7 +107,7 @@ def run_suite(cfg: DictConfig) -> dict[str, float]:
         rows = [
             ResultRow(
                 task=suite.name, split="suite", metric=SCORE_METRIC, value=score, regime=regime_for_k(k),
-                model=cfg.model.name, init=cfg.model.get("init_from") or "scratch", seed=cfg.seed, k=k,
+                model=cfg.model.name, init=cfg.model.get("init_from") or SCRATCH, seed=cfg.seed, k=k,
                 n_eval=len(suite.tasks), chance=0.0, suite=suite.name, condition=condition.hash,
                 config=condition.values,
             )

@@ -32,6 +32,7 @@ from gptlab.report.results import (
     N_TRUNCATED,
     SKIPPED_BLANK_LINES,
     TOP_ANSWER_SHARE,
+    SCRATCH,
     ResultRow,
     append_results,
 )
@@ -280,7 +281,7 @@ def result_rows(
             value=value,
             regime=cfg.regime.name,
             model=cfg.model.name,
-            init=cfg.model.get("init_from") or "scratch",
+            init=cfg.model.get("init_from") or SCRATCH,
             seed=cfg.seed,
             n_train_examples=datamodule.num_train_examples,
             n_eval=splits.get(split),

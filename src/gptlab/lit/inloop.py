@@ -38,7 +38,7 @@ from gptlab.data.generative import GenerativeDataModule
 from gptlab.data.incontext import InContextDataModule
 from gptlab.lit.generative import GenerativeModule
 from gptlab.lit.incontext import EvaluationModule, InContextModule
-from gptlab.report.results import RESULTS_FILE, ResultRow, append_results, read_results
+from gptlab.report.results import RESULTS_FILE, SCRATCH, ResultRow, append_results, read_results
 from gptlab.resources import config_dir
 from gptlab.tasks.kinds import regime_for_k, task_kind
 from gptlab.tasks.metrics import val_prefix
@@ -104,7 +104,7 @@ class SuiteEvaluation(pl.Callback):
         self.suite = SuiteSpec.from_config(suite)
         self.every_n_steps, self.data_dir, self.output_dir = every_n_steps, data_dir, Path(output_dir)
         self.block_size, self.batch_size = block_size, batch_size
-        self.identity = {"model": model, "init": init or "scratch", "seed": seed}
+        self.identity = {"model": model, "init": init or SCRATCH, "seed": seed}
         self.condition: Condition | None = None
         self.scorers: list[_Scorer] = []
         self.done: set[int] = set()

@@ -20,6 +20,8 @@ DROPPED_WORDS = "dropped_words"
 SKIPPED_BLANK_LINES = "skipped_blank_lines"
 TOP_ANSWER_SHARE = "top_answer_share"
 DESCRIPTIVE_METRICS = (N_TRUNCATED, DROPPED_WORDS, SKIPPED_BLANK_LINES, TOP_ANSWER_SHARE)
+# a row's init when the model started from random weights (model.init_from: null)
+SCRATCH = "scratch"
 
 
 @dataclass

@@ -3,8 +3,10 @@
 For each table row (task, metric, model, ...): the best fine-tuning and the best prompting value,
 each against chance (a value within ``AT_CHANCE`` of it is "at chance"), which regime wins and by
 how much (or that neither does beyond two standard errors of the difference), and the flags that
-make a value no measurement (``gptlab.report.flags``). It ends with
-the scale at which GPT-3 found in-context learning, beside the size of the models in the table.
+make a value no measurement (``gptlab.report.flags``). Where the same run was made from a
+pre-trained checkpoint and from scratch (GPT-1's ablation), which init leads and whether by more
+than the seed spread (or, for single runs, two standard errors of the difference). It ends with the scale at which GPT-3 found in-context learning, beside the
+size of the models in the table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gptlab.model.gpt import GPTConfig
 from gptlab.model.registry import model_config
 from gptlab.report.aggregate import FINETUNE, IN_CONTEXT, Cell
 from gptlab.report.flags import RunKey, run_key
+from gptlab.report.results import SCRATCH
 
 AT_CHANCE = 0.02
 # metrics where lower is better (perplexities, losses); the others are scores
@@ -73,17 +76,49 @@ def _describe(cell: Cell, flags: Mapping[RunKey, list[str]]) -> str:
     return f"{_label(cell)} {cell.mean:.3f}{_against_chance(cell)}{flagged}"
 
 
+def _ablation(runs: list[Cell]) -> str | None:
+    """The sentence on one run from scratch vs from a pre-trained checkpoint (GPT-1's ablation;
+    ``runs``: the cells of one task, metric, model, regime and settings), or None without both."""
+    scratch = [c for c in runs if c.init == SCRATCH]
+    pretrained = _best([c for c in runs if c.init != SCRATCH])
+    if len(scratch) != 1 or pretrained is None:
+        return None
+    (scratch,) = scratch
+    lead = pretrained.mean - scratch.mean
+    if scratch.metric in LOWER_IS_BETTER:
+        lead = -lead
+    winner = "the pre-trained init" if lead > 0 else "scratch"
+    sentence = (
+        f"- **{scratch.task}** ({scratch.metric}, {_label(scratch)}), pre-training ablation: from "
+        f"{pretrained.init} {pretrained.mean:.3f} (n={pretrained.n}), from scratch {scratch.mean:.3f} "
+        f"(n={scratch.n}); {winner} leads by {abs(lead):.3f}"
+    )
+    if pretrained.std is not None and scratch.std is not None:
+        spread = max(pretrained.std, scratch.std)
+        return sentence + f", {'more' if abs(lead) > spread else 'no more'} than the seed spread ({spread:.3f})."
+    if (noise := _noise(pretrained, scratch)) is not None:
+        beyond = "more" if abs(lead) > noise else "no more"
+        return sentence + f", {beyond} than two standard errors of the difference ({noise:.3f})."
+    return sentence + " (nothing to judge it by: one run each and no standard errors)."
+
+
 def plain_summary(cells: Iterable[Cell], flags: Mapping[RunKey, list[str]]) -> str:
-    """Markdown: one sentence per table row of ``cells`` (one metric per task) and the scale note."""
+    """Markdown: one sentence per table row of ``cells`` (one metric per task), one per pre-training
+    ablation, and the scale note."""
+    cells = list(cells)
     rows: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
+    ablations: dict[tuple[Any, ...], list[Cell]] = defaultdict(list)
     for cell in cells:
         rows[(cell.task, cell.split, cell.metric, cell.model, cell.init, cell.params)].append(cell)
+        ablations[(cell.task, cell.split, cell.metric, cell.model, cell.params, cell.regime, cell.k)].append(cell)
+    several_inits = len({c.init for c in cells}) > 1
     lines = []
-    for (task, split, metric, *_), row in rows.items():
+    for (task, split, metric, model, init, _), row in rows.items():
         tuned = _best([c for c in row if c.regime == FINETUNE])
         prompted = _best([c for c in row if c.regime in IN_CONTEXT])
         parts = [_describe(c, flags) for c in (tuned, prompted) if c is not None]
-        sentence = f"- **{task}** ({metric}): " + "; best prompting: ".join(parts)
+        where = f"{metric}, init {init}" if several_inits else metric
+        sentence = f"- **{task}** ({where}): " + "; best prompting: ".join(parts)
         if tuned is not None and prompted is not None:
             lower = metric in LOWER_IS_BETTER
             lead = (prompted.mean - tuned.mean) if lower else (tuned.mean - prompted.mean)
@@ -96,6 +131,7 @@ def plain_summary(cells: Iterable[Cell], flags: Mapping[RunKey, list[str]]) -> s
         else:
             sentence += "."
         lines.append(sentence)
+    lines += [line for tuned in ablations.values() if (line := _ablation(tuned))]
     if not lines:
         return ""
     sizes = {c.model: approx_params(c.model) for c in cells if c.model}
