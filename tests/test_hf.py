@@ -164,9 +164,10 @@ def test_export_then_import_is_exact(imported: GPT, tmp_path) -> None:
     assert_same_weights(load_hf_gpt2(str(out)), imported)
 
 
-def test_export_loads_in_transformers_with_same_logits(tmp_path) -> None:
+@pytest.mark.parametrize("tie", [True, False])
+def test_export_loads_in_transformers_with_same_logits(tie: bool, tmp_path) -> None:
     torch.manual_seed(3)
-    model = GPT(GPTConfig(name="tiny", **TINY)).eval()
+    model = GPT(GPTConfig(name="tiny", tie_embeddings=tie, **TINY)).eval()
     perturb_(model, seed=4)
     out = export_hf_gpt2(model, tmp_path / "export")
     hf, info = transformers.GPT2LMHeadModel.from_pretrained(
@@ -174,10 +175,15 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path) -> None:
     )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     hf.eval()
-    assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied on load
+    # tied on load, or the exported head
+    assert (hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()) == tie
     ids = random_ids(seed=5)
     diff = (ours_logits(model, ids) - hf_logits(hf, ids)).abs().max().item()
     assert diff <= ATOL, diff
+    if not tie:  # and back: the head's GPT-2 rows as exported, its padding rows from the new model
+        back = load_hf_gpt2(str(out))
+        assert not back.config.tie_embeddings
+        assert torch.equal(back.lm_head.weight[:V], model.lm_head.weight[:V])
 
 
 @pytest.mark.parametrize(
@@ -363,6 +369,8 @@ def test_build_ckpt_shape_mismatch_names_tensor(tmp_path) -> None:
 def test_build_refuses_other_architecture(hf_dir) -> None:
     with pytest.raises(ValueError, match="norm='pre' but model 'tiny' has norm='post'"):
         build_gpt(init_from=str(hf_dir), name="tiny", norm="post", **TINY)
+    with pytest.raises(ValueError, match="tie_embeddings=True but model 'tiny' has tie_embeddings=False"):
+        build_gpt(init_from=str(hf_dir), name="tiny", tie_embeddings=False, **TINY)
 
 
 @pytest.mark.parametrize("missing", ["runs/nowhere/last.ckpt", "last.ckpt", "./runs/hf-export"])

@@ -191,6 +191,26 @@ def test_lm_loss_skips_ignored_positions() -> None:
     torch.testing.assert_close(model.lm_loss(hidden, partial), expected)
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_adam_moves_an_absent_tokens_input_row_only_when_the_head_is_tied(tie: bool) -> None:
+    """Why tie_embeddings exists: the LM head's gradient reaches every token's row each step, and
+    Adam turns even a tiny one into a full step, so a tied embedding moves the input row of a token
+    that never occurs; an untied one leaves it where it started."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=32, tie_embeddings=tie))
+    assert (model.lm_head is None) == tie and (model.output_embedding is model.wte.weight) == tie
+    absent = 31
+    before = model.wte.weight[absent].detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(5):
+        idx = torch.randint(0, absent, (4, 8))  # token 31 never occurs, as input or target
+        model.lm_loss(model.hidden_states(idx[:, :-1]), idx[:, 1:]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    moved = (model.wte.weight[absent] - before).abs().max().item()
+    assert moved > 0.04 if tie else moved == 0.0  # 5 steps of ~lr each when tied
+
+
 def test_a_cache_with_a_capacity_decodes_as_a_growing_one(tiny_gpt) -> None:
     """Buffers allocated once (``new_cache(capacity)``) give the states that concatenation gives,
     through left-padded prompts, dropped rows and repeated rows; a full cache refuses more."""

@@ -47,7 +47,7 @@ def token_scores(
     is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
+        weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
         for start in range(0, targets.numel(), LOGIT_CHUNK):
             end = start + LOGIT_CHUNK
             logits = F.linear(hidden[start:end].float(), weight)

@@ -24,7 +24,7 @@ from gptlab.model.hf import (
 )
 
 # Switches that change what the weights compute without changing any tensor's shape.
-_ARCHITECTURE_FIELDS = ("norm", "attention", "layer_norm_eps")
+_ARCHITECTURE_FIELDS = ("norm", "attention", "layer_norm_eps", "tie_embeddings")
 
 
 def build_gpt(init_from: str | os.PathLike[str] | None = None, **config: Any) -> GPT:

@@ -8,8 +8,9 @@ The three papers differ in a handful of switches, so they are one module here:
   grow with depth.
 * GPT-3 alternates dense layers with locally banded sparse ones (``attention="alternating"``).
 
-Input and output embeddings are tied. The vocabulary is padded to 50304 (a multiple of 64, which
-is faster) and the padding rows hold GPT-1's task tokens, so importing GPT-2 never resizes it.
+Input and output embeddings are tied, as in all three papers, unless ``tie_embeddings=False``.
+The vocabulary is padded to 50304 (a multiple of 64, which is faster) and the padding rows hold
+GPT-1's task tokens, so importing GPT-2 never resizes it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class GPTConfig:
     vocab_size: int = field(default=50304, metadata=POSITIVE)
     dropout: float = field(default=0.0, metadata=Bound(ge=0, lt=1).metadata)
     bias: bool = True
+    # GPT-1/2/3 tie the LM head to the token embedding. Untied, the head has its own matrix: with
+    # Adam, the head moves every token's row each step, rows of tokens absent from the batch all
+    # the same way, which in a short run collapses the input rows of rare tokens into one vector
+    tie_embeddings: bool = True
     norm: str = field(default="pre", metadata=Bound(choices=NORMS).metadata)
     attention: str = field(default="dense", metadata=Bound(choices=ATTENTIONS).metadata)
     local_window: int = field(default=256, metadata=POSITIVE)
@@ -250,6 +255,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        # tied, the LM head is wte itself (output_embedding)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(
@@ -289,8 +296,13 @@ class GPT(nn.Module):
         """A randomly initialised model of the registered size ``name`` (e.g. ``"gpt2"``)."""
         return cls(GPTConfig.from_name(name, **overrides))
 
+    @property
+    def output_embedding(self) -> torch.Tensor:
+        """The LM head's (vocab_size, n_embd) matrix: wte's when the embeddings are tied."""
+        return self.wte.weight if self.lm_head is None else self.lm_head.weight
+
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())  # tied head counted once
+        n = sum(p.numel() for p in self.parameters())  # a tied head counted once
         return n - self.wpe.weight.numel() if exclude_position_embeddings else n
 
     def compile_training(self, **options: Any) -> None:
@@ -354,8 +366,8 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """LM logits from hidden states through the tied embedding."""
-        return F.linear(hidden, self.wte.weight)
+        """LM logits from hidden states through the LM head."""
+        return F.linear(hidden, self.output_embedding)
 
     def forward(
         self,
@@ -373,4 +385,4 @@ class GPT(nn.Module):
         keep = targets != ignore_index
         if not bool(keep.all()):
             hidden, targets = hidden[keep], targets[keep]
-        return self._cross_entropy(hidden, self.wte.weight, targets)
+        return self._cross_entropy(hidden, self.output_embedding, targets)

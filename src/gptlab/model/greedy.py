@@ -54,7 +54,7 @@ def greedy_until(
             next_position = positions[:, -1] + 1
             rows = torch.arange(batch, device=prompt_ids.device)  # batch row of each unfinished row
             out: list[list[int]] = [[] for _ in range(batch)]
-            weight = model.wte.weight[:GPT2_VOCAB_SIZE].float()
+            weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
             for step in range(max_new_tokens):
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
                     # (vocabulary, rows) = W @ h^T: the same dot products as the LM head's

@@ -141,8 +141,6 @@ def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: A
         unsupported.append("non-standard attention scaling")
     if hf.get("add_cross_attention", False):
         unsupported.append("add_cross_attention=true")
-    if not hf.get("tie_word_embeddings", True):
-        unsupported.append("tie_word_embeddings=false")
     if unsupported:
         raise ValueError(f"unsupported GPT-2 variant for gptlab's backbone: {', '.join(unsupported)}")
     valid = {f.name for f in fields(GPTConfig)}
@@ -160,6 +158,7 @@ def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: A
         # gptlab has one rate for embedding, attention and residual dropout; GPT-2 sets all to 0.1.
         dropout=hf.get("resid_pdrop", 0.1),
         bias=True,
+        tie_embeddings=hf.get("tie_word_embeddings", True),
         norm="pre",
         attention="dense",
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
@@ -174,18 +173,19 @@ def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: A
 
 
 def hf_to_gptlab_state(hf_state: dict[str, torch.Tensor], model: GPT) -> dict[str, torch.Tensor]:
-    """``hf_state`` renamed and laid out for ``model``; the padding rows of wte come from ``model``."""
+    """``hf_state`` renamed and laid out for ``model``; the padding rows of the embedding (and of an
+    untied head) come from ``model``."""
     state = {}
     for key, tensor in hf_state.items():
         # GPT2LMHeadModel prefixes "transformer."; GPT2Model (and the original gpt2 .bin) does not.
         name = key.removeprefix("transformer.")
-        if name == "lm_head.weight" or name.endswith(HF_BUFFERS):
-            continue  # the head is tied to wte; masks are built on the fly
+        if (name == "lm_head.weight" and model.lm_head is None) or name.endswith(HF_BUFFERS):
+            continue  # a tied head is wte; masks are built on the fly
         state[name] = tensor.t() if name.endswith(CONV1D) else tensor
-    wte = state.get("wte.weight")
-    ours = model.wte.weight.detach()
-    if wte is not None and wte.size(1) == ours.size(1) and wte.size(0) < ours.size(0):
-        state["wte.weight"] = torch.cat([wte.to(ours.dtype), ours[wte.size(0) :].cpu()])
+    for name, ours in model.state_dict().items():
+        if name in ("wte.weight", "lm_head.weight") and (theirs := state.get(name)) is not None:
+            if theirs.size(1) == ours.size(1) and theirs.size(0) < ours.size(0):
+                state[name] = torch.cat([theirs.to(ours.dtype), ours[theirs.size(0) :].cpu()])
     return state
 
 
@@ -249,13 +249,14 @@ def export_hf_gpt2(model: GPT, out_dir: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, tensor in model.state_dict().items():
-        if name == "wte.weight":
+        if name in ("wte.weight", "lm_head.weight"):
             tensor = tensor[:GPT2_VOCAB_SIZE]  # the padding rows are gptlab-only special tokens
         elif name.endswith(CONV1D):
             tensor = tensor.t()
         # Own contiguous copies: safetensors refuses views and tensors that share memory.
-        tensors[f"transformer.{name}"] = tensor.detach().cpu().contiguous().clone()
-    # lm_head.weight is left out: tie_word_embeddings makes transformers tie it to wte on load.
+        key = name if name == "lm_head.weight" else f"transformer.{name}"
+        tensors[key] = tensor.detach().cpu().contiguous().clone()
+    # A tied model has no lm_head.weight: tie_word_embeddings makes transformers tie it to wte on load.
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     dtype = str(model.wte.weight.dtype).removeprefix("torch.")
     hf_config = {
@@ -279,7 +280,7 @@ def export_hf_gpt2(model: GPT, out_dir: str | os.PathLike[str]) -> Path:
         "reorder_and_upcast_attn": False,
         "bos_token_id": EOT_ID,
         "eos_token_id": EOT_ID,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_embeddings,
         "use_cache": True,
         "dtype": dtype,
     }

@@ -30,13 +30,14 @@ GPT3_PARAMS, GPT3_TOKENS = 175e9, 300e9
 
 
 def approx_params(model: str) -> float | None:
-    """Parameters of a registered size (``gptlab.model.registry``): 12·L·d² + V·d; None for a
-    name the registry does not hold (an HF directory, a Hub id)."""
+    """Parameters of a registered size (``gptlab.model.registry``): 12·L·d² + V·d, and V·d more for
+    an untied LM head; None for a name the registry does not hold (an HF directory, a Hub id)."""
     try:
         size = GPTConfig.from_dict(model_config(model))
     except ValueError:
         return None
-    return 12 * size.n_layer * size.n_embd**2 + size.vocab_size * size.n_embd
+    embeddings = 1 if size.tie_embeddings else 2
+    return 12 * size.n_layer * size.n_embd**2 + embeddings * size.vocab_size * size.n_embd
 
 
 def _best(cells: list[Cell]) -> Cell | None:
