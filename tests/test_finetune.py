@@ -172,6 +172,19 @@ def test_each_kind_trains_and_validates_its_metrics(kind: str, tmp_path: Path, t
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("lm_lambda", [0.0, 0.5])
+def test_an_untied_lm_head_trains_only_with_the_lm_loss(lm_lambda: float, tmp_path: Path, tiny_gpt) -> None:
+    """Without the LM loss an untied head gets no gradient; frozen, DDP waits for none and the
+    optimizer holds no state for it."""
+    spec = SPECS["classification"]
+    model = tiny_gpt(vocab_size=V, tie_embeddings=False)
+    module = FinetuneModule(model, asdict(spec), lm_lambda=lm_lambda)
+    before = model.lm_head.weight.detach().clone()
+    fit(module, SyntheticTask(spec, ["validation"]), tmp_path, steps=2)
+    assert model.lm_head.weight.requires_grad == (lm_lambda > 0)
+    assert torch.equal(model.lm_head.weight, before) == (lm_lambda == 0)
+
+
 def test_several_eval_splits_log_and_record_each_split(tmp_path: Path, tiny_gpt) -> None:
     spec = SPECS["classification"]
     splits = ["validation_matched", "validation_mismatched"]

@@ -26,8 +26,8 @@ tasks change only when the corpus does, i.e. with the Python version.
   Python keyword, else ``CODE``; ``None``/``True``/``False`` are ``KW`` anywhere.
 
 Each has ``VALIDATION_SIZE`` validation examples and ``TRAIN_SIZES`` training examples, more for
-the tasks a small model needs more labels for (the demo's sizes: ``make demo``). Class labels are balanced
-in every split, the multiple-choice answer position too; the tagging task takes three quarters
+the tasks a small model needs more labels for. Class labels are balanced in every split, the
+multiple-choice answer position too; the tagging task takes three quarters
 of its sentences from those with a code span. A GPT reads a word's first sub-token with only the
 words before it in view, so the tags are chosen to be decidable there (from the opening quote
 and the span's first word): the task stays learnable when labels sit on first sub-tokens.

@@ -83,6 +83,9 @@ class FinetuneModule(BackboneModule):
             raise ValueError(f"fine-tuning runs tasks of kind {', '.join(fine_tuned)}; task kind is {spec.kind!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
+        if lm_lambda == 0 and model.lm_head is not None:
+            # without the LM loss an untied head gets no gradient: frozen, DDP does not wait for one
+            model.lm_head.requires_grad_(False)
         self.head: TaskHead | None = None
         self.eval_splits: list[str] = []
         self.val_metrics = nn.ModuleList()

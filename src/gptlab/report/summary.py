@@ -5,8 +5,8 @@ each against chance (a value within ``AT_CHANCE`` of it is "at chance"), which r
 how much (or that neither does beyond two standard errors of the difference), and the flags that
 make a value no measurement (``gptlab.report.flags``). Where the same run was made from a
 pre-trained checkpoint and from scratch (GPT-1's ablation), which init leads and whether by more
-than the seed spread (or, for single runs, two standard errors of the difference). It ends with the scale at which GPT-3 found in-context learning, beside the
-size of the models in the table.
+than the seed spread (or, for single runs, two standard errors of the difference). It ends with
+the scale at which GPT-3 found in-context learning, beside the size of the models in the table.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def _ablation(runs: list[Cell]) -> str | None:
     )
     if pretrained.std is not None and scratch.std is not None:
         spread = max(pretrained.std, scratch.std)
-        return sentence + f", {'more' if abs(lead) > spread else 'no more'} than the seed spread ({spread:.3f})."
+        beyond = "more" if abs(lead) > spread else "no more"
+        return sentence + f", {beyond} than the seed spread ({spread:.3f})."
     if (noise := _noise(pretrained, scratch)) is not None:
         beyond = "more" if abs(lead) > noise else "no more"
         return sentence + f", {beyond} than two standard errors of the difference ({noise:.3f})."
