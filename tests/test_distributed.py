@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gptlab.cli.train import build_all, train
+from gptlab.data.demo_tasks import TRAIN_SIZES
 
 
 def run_app(run_dir: Path, cache: Path, *overrides: str) -> tuple[list[dict], str]:
@@ -79,7 +80,8 @@ def test_ddp_cpu_finetuning_matches_a_single_process_with_the_same_global_batch(
     # ranks and synced: equal up to fp32 reduction order (1e-4 relative; accuracy exactly).
     for row in ddp:
         assert row["value"] == pytest.approx(value[row["split"], row["metric"]], rel=1e-4), row["metric"]
-        assert row["n_eval"] == (160 if row["split"] == "validation" else None) and row["n_train_examples"] == 400
+        assert row["n_eval"] == (160 if row["split"] == "validation" else None)
+        assert row["n_train_examples"] == TRAIN_SIZES["demo_topic"]
     run = tmp_path / "ddp"
     assert len(list(run.rglob("results.jsonl"))) == 1
     # one checkpoint set, written whole by one process (its last.ckpt loads and is at step 4)

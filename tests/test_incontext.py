@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from test_train import make_cfg
 
 from gptlab.cli.train import result_rows, train
+from gptlab.data.demo_tasks import TRAIN_SIZES
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
@@ -329,7 +330,7 @@ def test_hydra_incontext_run_writes_result_rows(
         keys = (row["task"], row["regime"], row["k"], row["fewshot_seed"], row["prompt"])
         assert keys == (task, regime, k, 1234, prompt)
         assert (row["init"], row["split"], row["n_eval"]) == (str(ckpt), "validation", 160)
-        assert row["n_train_examples"] == (400 if k else 0)
+        assert row["n_train_examples"] == (TRAIN_SIZES[task] if k else 0)
         assert row["chance"] == (None if row["metric"] in ("n_truncated", "top_answer_share") else pytest.approx(1 / n_choices))
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
     predictions = read_predictions(tmp_path / "run")  # the examples of the one batch scored
