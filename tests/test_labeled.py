@@ -190,8 +190,8 @@ def test_continuation_distractors_open_paragraphs_of_other_groups(split: str) ->
         assert len(set(distractors)) == 3
         for sentence in distractors:
             assert any(
-                sentence in opening for group in groups_of[ex["context"]]
-                for other, opening in openings.items() if other != group
+                sentence in openers for group in groups_of[ex["context"]]
+                for other, openers in openings.items() if other != group
             )
 
 
