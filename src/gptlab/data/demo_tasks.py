@@ -44,21 +44,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.data.corpus import MODULES, demo_corpus_documents, is_held_out
+from gptlab.data.corpus import MODULES, demo_corpus_splits
 from gptlab.tasks.spec import TaskSpec
 
 SPLITS = ("train", "validation")
 VALIDATION_SIZE = 160
-# Training examples: tagging learns its rule from ~1000 sentences, continuation's cues from ~800;
-# topic is capped by its smallest class (the "files" paragraphs).
-TRAIN_SIZES = {
-    "demo_topic": 600,
-    "demo_nextsent": 400,
-    "demo_order": 400,
-    "demo_continuation": 800,
-    "demo_wordorder": 400,
-    "demo_tagging": 1200,
-}
 TOPIC_LABELS = ["language", "internet", "debugging", "files"]
 # Top-level modules of each topic beyond "language", which is the help topics (pydoc_data).
 TOPIC_MODULES = {
@@ -119,16 +109,16 @@ def _sentences(paragraph: str) -> tuple[str, ...]:
 def _documents() -> tuple[_Document, ...]:
     module_roots = {name.split(".")[0] for name in MODULES}
     documents = []
-    for text in demo_corpus_documents():
-        title, *paragraphs = text.split("\n\n")
-        head = title.split(".")[0]
-        # Module documents are headed by a qualified name; help topics by a phrase.
-        group = head if re.fullmatch(r"[\w.]+", title) and head in module_roots else "language"
-        prose = tuple(
-            joined for p in paragraphs if _prose_share(joined := " ".join(p.split("\n"))) >= MIN_PROSE_SHARE
-        )
-        split = "validation" if is_held_out(text) else "train"
-        documents.append(_Document(group, split, prose, tuple(_sentences(p) for p in prose)))
+    for split, texts in demo_corpus_splits().items():
+        for text in texts:
+            title, *paragraphs = text.split("\n\n")
+            head = title.split(".")[0]
+            # Module documents are headed by a qualified name; help topics by a phrase.
+            group = head if re.fullmatch(r"[\w.]+", title) and head in module_roots else "language"
+            prose = tuple(
+                joined for p in paragraphs if _prose_share(joined := " ".join(p.split("\n"))) >= MIN_PROSE_SHARE
+            )
+            documents.append(_Document(group, split, prose, tuple(_sentences(p) for p in prose)))
     return tuple(documents)
 
 
@@ -329,25 +319,29 @@ def _tagging(split: str) -> list[dict[str, Any]]:
     return [{"tokens": words, "tags": tags} for words, tags in chosen]
 
 
-_READERS: dict[str, Callable[[str], list[dict[str, Any]]]] = {
-    "demo_topic": _topic,
-    "demo_nextsent": _nextsent,
-    "demo_order": _order,
-    "demo_continuation": _continuation,
-    "demo_wordorder": _wordorder,
-    "demo_tagging": _tagging,
+# name -> (reader, training examples). Tagging learns its rule from ~1000 sentences,
+# continuation its cues from ~800; topic is capped by its smallest class (the "files" paragraphs).
+_TASKS: dict[str, tuple[Callable[[str], list[dict[str, Any]]], int]] = {
+    "demo_topic": (_topic, 600),
+    "demo_nextsent": (_nextsent, 400),
+    "demo_order": (_order, 400),
+    "demo_continuation": (_continuation, 800),
+    "demo_wordorder": (_wordorder, 400),
+    "demo_tagging": (_tagging, 1200),
 }
-DEMO_TASKS = tuple(_READERS)
+DEMO_TASKS = tuple(_TASKS)
+TRAIN_SIZES = {name: size for name, (_, size) in _TASKS.items()}
 
 
 @functools.cache
 def _split_examples(name: str, split: str) -> list[dict[str, Any]]:
-    return _READERS[name](split)
+    reader, _ = _TASKS[name]
+    return reader(split)
 
 
 def read_demo_split(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
     """The normalised examples (see ``gptlab.tasks.spec``) of demo task ``spec.name``'s ``split``."""
-    if spec.name not in _READERS:
+    if spec.name not in _TASKS:
         raise ValueError(f"task {spec.name!r}: no such demo task; demo tasks: {', '.join(DEMO_TASKS)}")
     if split not in SPLITS:
         raise ValueError(f"task {spec.name!r}: no split {split!r}; demo splits: {', '.join(SPLITS)}")

@@ -182,10 +182,10 @@ def hf_to_gptlab_state(hf_state: dict[str, torch.Tensor], model: GPT) -> dict[st
         if (name == "lm_head.weight" and model.lm_head is None) or name.endswith(HF_BUFFERS):
             continue  # a tied head is wte; masks are built on the fly
         state[name] = tensor.t() if name.endswith(CONV1D) else tensor
-    for name, ours in model.state_dict().items():
-        if name in ("wte.weight", "lm_head.weight") and (theirs := state.get(name)) is not None:
-            if theirs.size(1) == ours.size(1) and theirs.size(0) < ours.size(0):
-                state[name] = torch.cat([theirs.to(ours.dtype), ours[theirs.size(0) :].cpu()])
+    for name, ours in (("wte.weight", model.wte.weight), ("lm_head.weight", model.output_embedding)):
+        theirs = state.get(name)  # an untied head only: a tied model's state has no lm_head.weight
+        if theirs is not None and theirs.size(1) == ours.size(1) and theirs.size(0) < ours.size(0):
+            state[name] = torch.cat([theirs.to(ours.dtype), ours.detach()[theirs.size(0) :].cpu()])
     return state
 
 
