@@ -112,9 +112,14 @@ def split_paths(spec: TaskSpec, split: str) -> list[Path]:
     entries = spec.files[split]
     paths: list[Path] = []
     for pattern in [entries] if isinstance(entries, str) else entries:
-        matches = sorted(p for p in data_dir.glob(pattern) if p.is_file()) if glob.has_magic(pattern) else [
-            data_dir / pattern
-        ]
+        matches = sorted(p for p in data_dir.glob(pattern) if p.is_file() or p.is_symlink()) if glob.has_magic(
+            pattern
+        ) else [data_dir / pattern]
+        if broken := [p for p in matches if glob.has_magic(pattern) and not p.is_file()]:  # never skipped silently
+            raise DataFormatError(
+                f"{broken[0]}: a link to a file that does not exist, so it cannot be read (task {spec.name!r}, "
+                f"split {split!r}, files {pattern!r})"
+            )
         if not matches or not matches[0].is_file():
             online = " (online, task.format=hub reads the Hub copy)" if spec.hub else ""
             what = "no file matches" if glob.has_magic(pattern) else "no such file"

@@ -55,10 +55,15 @@ def decode(path: Path, encoding: str, expected: str) -> str:
     A byte that does not decode is a ``DataFormatError`` naming the file, the line of the first
     bad byte and the option; ``expected`` describes the format for that message.
     """
-    data = path.read_bytes()
+    return decode_bytes(path.read_bytes(), path, encoding, expected)
+
+
+def decode_bytes(data: bytes, path: Path, encoding: str, expected: str, file_start: bool = True) -> str:
+    """``data``, bytes of ``path`` (its start when ``file_start``, where a UTF-8 BOM is dropped), as
+    ``decode`` reads them; an error names the line counted from the start of ``data``."""
+    utf8 = is_utf8(encoding)
     # utf-8-sig: MRPC's leading BOM is not part of the first column
-    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    codec = "utf-8-sig" if utf8 else encoding
+    codec = "utf-8-sig" if utf8 and file_start else "utf-8" if utf8 else encoding
     try:
         return data.decode(codec)
     except LookupError:
@@ -71,6 +76,10 @@ def decode(path: Path, encoding: str, expected: str) -> str:
             f"if the file is in another encoding, name it in task.options.encoding (e.g. cp1252); "
             f"expected {expected}"
         ) from None
+
+
+def is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
 
 
 def lines(text: str) -> list[str]:

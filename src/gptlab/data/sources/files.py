@@ -272,15 +272,20 @@ def _read_lines(
     return raw
 
 
-def read_parquet(spec: TaskSpec, path: Path, fields: Mapping[str, Any], options: Mapping[str, Any]) -> Raw:
-    """A Parquet table's rows as records (the one binary format: nothing to decode)."""
+def read_parquet(
+    spec: TaskSpec, path: Path, fields: Mapping[str, Any], options: Mapping[str, Any], row_group: int | None = None
+) -> Raw:
+    """A Parquet table's rows as records (the one binary format: nothing to decode); only the rows
+    of ``row_group`` where one is named (their numbers still count from the table's first row)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path)
+        rows = table.read() if row_group is None else table.read_row_group(row_group)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
         raise DataFormatError(f"{path} is not a readable Parquet file ({err})") from None
-    located = [(Loc(str(path), "row", n), row) for n, row in enumerate(table.to_pylist(), 1)]
+    first = sum(table.metadata.row_group(i).num_rows for i in range(row_group or 0)) + 1
+    located = [(Loc(str(path), "row", n), row) for n, row in enumerate(rows.to_pylist(), first)]
     return _add_records(spec, Raw(str(path)), located, fields, options)
 
 
