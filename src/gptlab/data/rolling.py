@@ -1,10 +1,10 @@
 """Rolling-window batches of an ``lm`` task's validation documents: zero-shot perplexity as
 lm-evaluation-harness's ``loglikelihood_rolling`` computes it.
 
-**Documents.** The task's ``validation`` split where it names one; otherwise the documents the
-token cache holds out (``gptlab.data.token_cache``: ``val_fraction`` of them, or the last
-``val_fraction`` of the tokens of a one-document corpus), so zero-shot and pre-training
-validation read the same text. A document without any token is skipped.
+**Documents.** The documents pre-training validates on (``gptlab.data.corpus_units``): the task's
+``validation`` split where it names one, otherwise those held out by ``val_fraction`` (or the last
+``val_fraction`` of a one-document corpus), so zero-shot and pre-training validation read the same
+text. A document without any token is skipped.
 
 **Windows** (lm-eval's ``get_rolling_token_windows`` with ``context_len=1`` and
 ``make_disjoint_window``). A document's tokens ``t`` are scored once each: the first window reads
@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import datasets
 import torch
 from torch.utils.data import DataLoader
 
@@ -37,8 +36,7 @@ from gptlab.bounds import NON_NEGATIVE, POSITIVE, check_arguments
 from gptlab.data.contract import TaskDataModule
 from gptlab.data.incontext import FILL_ID
 from gptlab.data.labeled import IndexedExamples
-from gptlab.data.sources.documents import Documents, document_source
-from gptlab.data.token_cache import held_out_documents, single_document_cut
+from gptlab.data.corpus_units import plan_corpus, unit_pieces
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 from gptlab.tasks.spec import TaskSpec
 
@@ -97,22 +95,23 @@ def collate_windows(windows: Sequence[Window]) -> dict[str, torch.Tensor]:
     }
 
 
-def _texts(documents: Documents) -> list[str]:
-    return list(documents["text"]) if isinstance(documents, datasets.Dataset) else list(documents)
-
-
 def validation_documents(spec: TaskSpec) -> tuple[list[str], dict[str, int]]:
     """An ``lm`` task's validation documents (see the module doc) and the blank lines skipped reading them."""
-    documents, skipped = document_source(spec).load()
-    if "validation" in documents:
-        return _texts(documents["validation"]), skipped
-    texts = _texts(documents["train"])
-    if len(texts) == 1:
-        tokens = get_tokenizer().encode_ordinary(texts[0])
-        # the cache's stream has an end-of-text token after the document: cut where it cuts
-        return [get_tokenizer().decode(tokens[single_document_cut(spec, len(tokens) + 1):])], skipped
-    _, held = held_out_documents(spec, len(texts))
-    return [texts[i] for i in held], skipped
+    corpus = plan_corpus(spec)
+    documents: list[str] = []
+    skipped: dict[str, int] = {}
+    piece = ""  # a document of format text comes in pieces
+    for unit in corpus.units(0):
+        pieces, blank_lines = unit_pieces(corpus.reading, unit)
+        if unit.path is not None:
+            skipped[unit.split] = skipped.get(unit.split, 0) + blank_lines
+        for output, text, _, ends in pieces:
+            if output == "val":
+                piece += text
+                if ends:
+                    documents.append(piece)
+                    piece = ""
+    return documents, skipped
 
 
 class RollingDataModule(TaskDataModule):

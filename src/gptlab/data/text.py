@@ -1,7 +1,7 @@
-"""Pre-training data: an ``lm`` task's cached tokens (``gptlab.data.token_cache``) -> (x, y) windows.
+"""Pre-training data: an ``lm`` task's token shards (``gptlab.data.token_cache``) -> (x, y) windows.
 
-**Train stream.** The train tokens are cut into ``N`` non-overlapping windows of ``block_size + 1``
-tokens at stride ``block_size`` (``x = w[:-1]``, ``y = w[1:]``). The stream is endless: global
+**Train stream.** Each train shard is cut into non-overlapping windows of ``block_size + 1`` tokens
+at stride ``block_size`` (``x = w[:-1]``, ``y = w[1:]``), ``N`` windows in all. The stream is endless: global
 sample position ``p`` reads window ``perm_e[p % N]`` with ``e = p // N`` and ``perm_e`` a permutation
 seeded by ``(seed, e)``, so each window is seen once per data epoch. Under DDP rank ``r`` of ``W``
 takes positions ``begin + r, begin + r + W, ...``. A fit reads ``length`` positions from
@@ -22,20 +22,22 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from gptlab.bounds import NON_NEGATIVE, POSITIVE, SEED, check_arguments
 from gptlab.data.contract import TaskDataModule
-from gptlab.data.token_cache import TokenFile, token_files
-from gptlab.data.tokenize import TOKEN_DTYPE
+from gptlab.data.token_cache import DEFAULT_SHARD_TOKENS, TokenShards, token_shards
 
 log = logging.getLogger(__name__)
 
 
 class TokenWindows(Dataset):
-    """Window ``i`` of a token file, ``tokens[i*B : i*B + B + 1]`` for ``B = block_size``, as ``(x, y)``."""
+    """The windows of a split's shards as ``(x, y)``: window ``j`` of a shard is its tokens
+    ``[j*B, j*B + B + 1)`` for ``B = block_size`` (a window never spans two shards), numbered shard
+    after shard."""
 
-    def __init__(self, path: Path, num_tokens: int, block_size: int, limit: int | None = None) -> None:
-        self.path, self.block_size = path, block_size
-        count = max(0, (num_tokens - 1) // block_size)
+    def __init__(self, split: TokenShards, block_size: int, limit: int | None = None) -> None:
+        self.block_size, self.reader = block_size, split.reader()
+        per_shard = [max(0, (shard.tokens - 1) // block_size) for shard in split.shards]
+        self.ends = np.cumsum(per_shard, dtype=np.int64)  # windows before the end of each shard
+        count = int(self.ends[-1]) if len(self.ends) else 0
         self.count = count if limit is None else min(count, limit)
-        self._tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -43,15 +45,11 @@ class TokenWindows(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < self.count:
             raise IndexError(f"window {i} out of range [0, {self.count})")
-        if self._tokens is None:
-            self._tokens = np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r")
-        start = i * self.block_size
-        window = torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
+        shard = int(np.searchsorted(self.ends, i, side="right"))
+        start = (i - (int(self.ends[shard - 1]) if shard else 0)) * self.block_size
+        tokens = self.reader.read(shard, start, start + self.block_size + 1)
+        window = torch.from_numpy(tokens.astype(np.int64))
         return window[:-1], window[1:]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Worker processes reopen the file instead of receiving a pickled copy of it.
-        return {**self.__dict__, "_tokens": None}
 
 
 class StreamSampler(Sampler[int]):
@@ -134,6 +132,8 @@ class TextDataModule(TaskDataModule):
         num_workers: Annotated[int, NON_NEGATIVE] = 0,
         val_windows: Annotated[int | None, POSITIVE] = None,
         start_sample: Annotated[int, NON_NEGATIVE] = 0,
+        shard_tokens: Annotated[int, POSITIVE] = DEFAULT_SHARD_TOKENS,
+        verify_cache: bool = False,
     ) -> None:
         check_arguments(TextDataModule.__init__, locals())
         super().__init__(task)
@@ -141,7 +141,8 @@ class TextDataModule(TaskDataModule):
         self.cache_dir = Path(cache_dir)
         self.seed, self.num_proc, self.num_workers, self.val_windows = seed, num_proc, num_workers, val_windows
         self.start_sample = self._resume_sample = start_sample
-        self._splits: dict[str, TokenFile] = {}  # "train"/"val" -> (token file, token count)
+        self.shard_tokens, self.verify_cache = shard_tokens, verify_cache
+        self._splits: dict[str, TokenShards] = {}  # "train"/"val" -> its shards
         self._train_sampler: StreamSampler | None = None
 
     @property
@@ -152,21 +153,33 @@ class TextDataModule(TaskDataModule):
 
     def prepare_data(self) -> None:
         """Tokenize into the cache (Lightning runs this once per node before ``setup``)."""
-        token_files(self.spec, self.cache_dir, self.num_proc)
+        self._token_shards()
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
             return
-        splits, self.skipped_lines = token_files(self.spec, self.cache_dir, self.num_proc)
-        for split, (_, count) in splits.items():
-            if count < self.block_size + 1:
+        splits, self.skipped_lines = self._token_shards()
+        for split, shards in splits.items():
+            if shards.tokens < self.block_size + 1:
+                held_out = "" if split == "train" or self.spec.has_split("validation") else (
+                    f" (val_fraction={self.spec.val_fraction} of the documents, by a hash of each: raise it or "
+                    "name a validation split in task.files)"
+                )
                 raise ValueError(
-                    f"task {self.spec.name!r}: the {split} split has {count} tokens, fewer than "
-                    f"block_size + 1 = {self.block_size + 1}"
+                    f"task {self.spec.name!r}: the {split} split has {shards.tokens} tokens, fewer than "
+                    f"block_size + 1 = {self.block_size + 1}{held_out}"
+                )
+            if len(TokenWindows(shards, self.block_size)) == 0:
+                raise ValueError(
+                    f"task {self.spec.name!r}: no shard of the {split} split holds block_size + 1 = "
+                    f"{self.block_size + 1} tokens; raise shard_tokens (now {self.shard_tokens})"
                 )
         self._splits = splits
 
-    def _split(self, name: str) -> TokenFile:
+    def _token_shards(self) -> tuple[dict[str, TokenShards], dict[str, int]]:
+        return token_shards(self.spec, self.cache_dir, self.num_proc, self.shard_tokens, self.verify_cache)
+
+    def _split(self, name: str) -> TokenShards:
         if not self._splits:
             raise RuntimeError("TextDataModule: call setup() (or let the Trainer call it) first")
         return self._splits[name]
@@ -174,12 +187,12 @@ class TextDataModule(TaskDataModule):
     @property
     def num_train_tokens(self) -> int:
         """Tokens in the train split (all of them, before cutting windows)."""
-        return self._split("train")[1]
+        return self._split("train").tokens
 
     @property
     def num_val_tokens(self) -> int:
         """Tokens in the val split (all of them, whatever ``val_windows`` keeps)."""
-        return self._split("val")[1]
+        return self._split("val").tokens
 
     @property
     def tokens_per_batch(self) -> int:
@@ -204,8 +217,7 @@ class TextDataModule(TaskDataModule):
         return sampler.epoch_start + batches * self.batch_size * sampler.world_size
 
     def train_dataloader(self) -> DataLoader:
-        path, count = self._split("train")
-        windows = TokenWindows(path, count, self.block_size)
+        windows = TokenWindows(self._split("train"), self.block_size)
         rank, world_size = self.rank_world()
         self._train_sampler = StreamSampler(
             num_windows=len(windows),
@@ -226,8 +238,7 @@ class TextDataModule(TaskDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        path, count = self._split("val")
-        windows = TokenWindows(path, count, self.block_size, limit=self.val_windows)
+        windows = TokenWindows(self._split("val"), self.block_size, limit=self.val_windows)
         rank, world_size = self.rank_world()
         sampler = (
             DistributedSampler(windows, num_replicas=world_size, rank=rank, shuffle=False)
