@@ -62,7 +62,7 @@ test-all: $(DEV_STAMP)
 
 # Each script measures gptlab and its peer side by side and updates its section of BENCHMARKS.md.
 BENCH_SCRIPTS := lm_step lightning_overhead tokenize_cache mfu finetune_sst2 finetune_memory incontext_scoring \
-	greedy_generation generative_eval
+	greedy_generation generative_eval suite_eval lmeval_backend token_shards
 .PHONY: bench
 bench: $(DEV_STAMP)
 	set -e; for script in $(BENCH_SCRIPTS); do $(OFFLINE) $(PY) bench/$$script.py; done

@@ -4,14 +4,14 @@ The corpus is WikiText-2 (``wikitext2/test.nonempty-crlf.raw``, one document per
 Shakespeare (``tinyshakespeare/input.txt``, one document) from the shared data folder
 (``../shared/data`` beside the checkout, or ``$GPTLAB_SHARED_DATA``), read through the shipped
 task specs with ``data_dir``/``files`` pointed there. gptlab's side is ``TextDataModule.prepare_data``
-into a fresh cache directory (hash the sources, read the documents, tokenize them on ``num_proc=2``
-threads, write the uint16 token files and their sidecars); the peer is ``encode_ordinary`` of the same
+into a fresh cache directory (list the files, cut them into units, tokenize those in ``num_proc=2``
+worker processes, write the uint16 shards and their sidecars); the peer is ``encode_ordinary`` of the same
 BPE (``gptlab.get_tokenizer()``) over the same documents, already in memory, on one thread. A second
 ``prepare_data`` on the same cache directory is then served from the cache. Targets: the build >= 1.7x
 faster than the peer; the cached run >= 20x faster than the build.
 
 Each peer sample also times the ceiling for two threads: tiktoken alone (``encode_to_numpy``) on two
-threads over the pieces gptlab cuts the same documents into, with nothing else to do. No build on two
+threads over the units gptlab cuts the same documents into, with nothing else to do. No build on two
 threads can beat it, so its ratio to the peer shows how much of the target the machine allows. It
 also times the same encoding on one thread, from which the profile note derives the best ratio a
 build could reach with a perfect two-way split of the encoding.
@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import common
-from gptlab.data import tokenize
+from gptlab.data import corpus_units, tokenize
 from gptlab.data.sources import read_split
 from gptlab.data.text import TextDataModule
 from gptlab.tasks.spec import TaskSpec
@@ -37,7 +37,7 @@ from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 from gptlab.resources import config_dir
 
 BUILD_TARGET = 1.7
-THREADS = 2  # TextDataModule's default num_proc: the threads the build encodes on
+THREADS = 2  # TextDataModule's default num_proc: the processes the build encodes in
 CACHE_TARGET = 20.0
 # (task spec in tasks/, folder in the shared data, file)
 CORPORA = (("wikitext2", "wikitext2", "test.nonempty-crlf.raw"), ("tinyshakespeare", "tinyshakespeare", "input.txt"))
@@ -68,6 +68,12 @@ def documents(spec: dict[str, Any]) -> list[str]:
     return [example["text"] for example in read_split(TaskSpec.from_config(spec), "train").examples]
 
 
+def unit_texts(spec: dict[str, Any]) -> list[list[str]]:
+    """The texts of each unit the build encodes (``gptlab.data.corpus_units``)."""
+    corpus = corpus_units.plan_corpus(TaskSpec.from_config(spec))
+    return [[text for _, text, _, _ in corpus_units.unit_pieces(corpus.reading, unit)[0]] for unit in corpus.units(0)]
+
+
 def build(spec: dict[str, Any], cache_dir: str) -> TextDataModule:
     datamodule = TextDataModule(spec, block_size=256, batch_size=8, cache_dir=cache_dir)
     datamodule.prepare_data()
@@ -92,10 +98,10 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
     docs = {spec["name"]: documents(spec) for spec in specs}
     names = list(docs)
     per_corpus = {n: {"peer": [], "build": [], "cached": [], "ceiling": [], "serial": []} for n in names}
-    units = {name: tokenize._work_units(docs[name], THREADS) for name in names}  # as the build cuts them
+    units = {spec["name"]: unit_texts(spec) for spec in specs}  # as the build cuts them
 
-    def encode_unit(unit: list[tuple[str, bool]]) -> list[Any]:
-        return [encoder.encode_to_numpy(piece, disallowed_special=()) for piece, _ in unit]
+    def encode_unit(texts: list[str]) -> list[Any]:
+        return [tokenize.encode(text) for text in texts]
 
     def peer() -> float:
         total = 0.0
@@ -127,7 +133,7 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
     for spec in specs:
         name = spec["name"]
         reference = [t for d in docs[name] for t in (*encoder.encode_ordinary(d), EOT_ID)]
-        assert tokenize.encode_documents(docs[name], THREADS).tolist() == reference, f"{name}: ids differ"
+        assert tokenize.encode_documents(docs[name]).tolist() == reference, f"{name}: ids differ"
         with tempfile.TemporaryDirectory() as cache_dir:
             datamodule = build(spec, cache_dir)
             datamodule.setup()
@@ -197,33 +203,32 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
             f"{args.pairs} alternating pairs after {args.warmup} warm-up pair(s); times are medians, ratios "
             "medians of the per-pair ratios. gptlab: `TextDataModule(task).prepare_data()` "
             "into a fresh temporary cache directory (the shipped task specs with `data_dir`/`files` set to the "
-            f"shared files; defaults: `num_proc={THREADS}`, the threads it encodes on); cached run: a new "
+            f"shared files; defaults: `num_proc={THREADS}`, the processes it encodes in); cached run: a new "
             "datamodule's `prepare_data()` on the same directory right after. Peer: `encode_ordinary` per "
             "document of `gptlab.get_tokenizer()` (the same BPE) over the same documents, already read and "
             "decoded (no I/O, no hashing, no writing).",
-            "gptlab encodes on threads (tiktoken releases the GIL while it encodes): short documents are "
-            "grouped and a long one (tiny Shakespeare) is cut, only between a non-space and a whitespace "
-            "character, where GPT-2's pre-tokenizer provably cuts anyway, into "
-            f"{tokenize.UNITS_PER_THREAD} units per thread. Ids checked equal to `encode_ordinary`'s before "
-            "timing (one EOT per document included), and the cached token counts too.",
+            f"gptlab encodes in {THREADS} worker processes, each reading its own units of the files "
+            f"({corpus_units.UNIT_BYTES // 2**20} MiB, cut at a line end, or for a one-document file only "
+            "between a non-space and a whitespace character, where GPT-2's pre-tokenizer provably cuts "
+            "anyway), and writes shards. Ids checked equal to `encode_ordinary`'s before timing (one EOT per "
+            "document included), and the cached token counts too.",
             f"Ceiling: each peer sample also times `encode_to_numpy` alone on {THREADS} threads over the "
-            "same units (no reading, hashing, splitting or writing); its speed-up over the peer is what "
-            f"{THREADS} threads of tiktoken reach on this machine at this load, so no build can beat it.",
+            "same units' texts (no reading, splitting, processes or writing); its speed-up over the peer is "
+            f"what {THREADS} threads of tiktoken reach on this machine at this load, so no build can beat it.",
         ],
     )
     if not build_target.met or not cache_target.met or args.quick:
         with tempfile.TemporaryDirectory() as cache_dir:
             profile = common.python_profile(lambda: [build(spec, cache_dir) for spec in specs])
         stage = {
-            "hash the sources": profile.cumulative("sha256_file", "documents.py"),
-            "read the documents": profile.cumulative("load", "documents.py"),
-            "tokenize": profile.cumulative("tokenize_documents", "tokenize.py"),
-            "of which cutting into units": profile.cumulative("_work_units", "tokenize.py"),
-            "write tokens + sidecars": profile.cumulative("_write_tokens", "token_cache.py"),
+            "list the files and cut them into units": profile.cumulative("plan_corpus", "corpus_units.py")
+            + profile.cumulative("_file_units", "corpus_units.py"),
+            "encode in the workers (waiting for them)": profile.cumulative("_encoded", "shards.py"),
+            "append to the shards": profile.cumulative("add", "shards.py"),
+            "close shards + write sidecars": profile.cumulative("close", "shards.py"),
         }
         # The stages that are not tiktoken's encoding; a perfect split halves the encoding only.
-        fixed = sum(stage[k] for k in ("hash the sources", "read the documents", "of which cutting into units"))
-        fixed += stage["write tokens + sidecars"]
+        fixed = sum(v for k, v in stage.items() if not k.startswith("encode"))
         serial = median(total("serial"))
         best = median(total("peer")) / (serial / THREADS + fixed)
         report.notes.append(
@@ -233,9 +238,9 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
             + ", ".join(f"{what} {1e3 * seconds:.0f}" for what, seconds in stage.items())
             + f"; peer for the same text: {1e3 * pairs.median_b:.0f}, ceiling on {THREADS} threads: "
             f"{1e3 * median(total('ceiling')):.0f}, the same encoding on 1 thread: {1e3 * serial:.0f}. "
-            "The main thread waits for the encoding threads (`_thread.lock.acquire` below). What bounds "
+            "The main process waits for the worker processes. What bounds "
             f"the ratio: the build cannot beat the ceiling ({ceiling:.2f}x here), and it adds the stages "
-            f"other than encoding ({1e3 * fixed:.0f} ms: hashing, reading, cutting, writing). Even a "
+            f"other than encoding ({1e3 * fixed:.0f} ms: planning, appending, writing). Even a "
             f"perfect split of the 1-thread encoding over {THREADS} threads plus those stages gives "
             f"{1e3 * serial / THREADS:.0f} + {1e3 * fixed:.0f} ms, a ratio of at most {best:.2f}. Own time "
             f"by package: {profile.by_package}."

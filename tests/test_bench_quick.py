@@ -20,7 +20,7 @@ from gptlab.model.gpt import GPT, GPTConfig
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = (
     "lm_step", "lightning_overhead", "tokenize_cache", "mfu", "finetune_sst2", "finetune_memory", "incontext_scoring",
-    "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend",
+    "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend", "token_shards",
 )
 # Scripts that read the real benchmark files.
 SHARED_DATA = (
@@ -29,8 +29,12 @@ SHARED_DATA = (
 )
 # Quick runs of over ten seconds (incontext_scoring scores every ARC-Easy answer both ways,
 # finetune_memory fine-tunes both sides, generative_eval, suite_eval and lmeval_backend run
-# lm-eval): make test-slow runs them, so make test stays within ten minutes.
-SLOW = ("incontext_scoring", "finetune_memory", "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend")
+# lm-eval, token_shards writes corpora and builds each in a fresh process): make test-slow runs
+# them, so make test stays within ten minutes.
+SLOW = (
+    "incontext_scoring", "finetune_memory", "greedy_generation", "generative_eval", "suite_eval", "lmeval_backend",
+    "token_shards",
+)
 
 
 @pytest.fixture
