@@ -41,11 +41,8 @@ def make_dm(tmp_path: Path, task: dict, block_size: int = 4, batch_size: int = 2
 
 
 def split_tokens(dm: TextDataModule, split: str) -> list[int]:
-    return [t for shard in dm._split(split).shards for t in np.fromfile(shard.path, dtype=np.uint16).tolist()]
+    return [t for shard in dm.shards(split) for t in np.fromfile(shard.path, dtype=np.uint16).tolist()]
 
-
-def shard_bytes(dm: TextDataModule) -> dict[str, list[bytes]]:
-    return {split: [shard.path.read_bytes() for shard in dm._split(split).shards] for split in ("train", "val")}
 
 
 def write_lines(tmp_path: Path, docs: list[str] = DOCS, name: str = "train.jsonl") -> None:
@@ -87,6 +84,23 @@ def test_held_out_documents_are_deterministic_and_independent_of_the_seed(tmp_pa
     assert (train, val) == (split_tokens(dms[1], "train"), split_tokens(dms[1], "val"))
     assert val.count(EOT_ID) > 0 and train.count(EOT_ID) + val.count(EOT_ID) == len(DOCS)
     assert sorted(train + val) == sorted(expected_tokens(DOCS))
+
+
+@pytest.mark.parametrize("fmt", ["lines", "text"])
+def test_a_small_corpus_holds_out_at_least_one_document(tmp_path, fmt):
+    docs = ["A first small document.", "A second one.", "And a third."]
+    if fmt == "lines":
+        (tmp_path / "a.txt").write_text("\n".join(docs) + "\n\n")
+        files = {"train": "a.txt"}
+    else:
+        for n, doc in enumerate(docs):
+            (tmp_path / f"doc{n}.txt").write_text(doc)
+        files = {"train": "doc*.txt"}
+    dm = make_dm(tmp_path, {"format": fmt, "files": files, "val_fraction": 0.01}, block_size=2)
+    dm.setup()
+    val = get_tokenizer().decode(split_tokens(dm, "val"))
+    assert val.count("<|endoftext|>") == 1 and val.removesuffix("<|endoftext|>") in docs
+    assert split_tokens(dm, "train").count(EOT_ID) == 2
 
 
 def test_held_out_documents_do_not_depend_on_order_files_or_count(tmp_path):

@@ -42,17 +42,17 @@ def lines_task(tmp_path: Path, docs: list[str] = DOCS) -> dict:
 
 
 def tokens_of(dm: TextDataModule, split: str) -> list[int]:
-    return [t for shard in dm._split(split).shards for t in np.fromfile(shard.path, dtype=np.uint16).tolist()]
+    return [t for shard in dm.shards(split) for t in np.fromfile(shard.path, dtype=np.uint16).tolist()]
 
 
 def shard_bytes(dm: TextDataModule) -> list[bytes]:
-    return [shard.path.read_bytes() for split in ("train", "val") for shard in dm._split(split).shards]
+    return [shard.path.read_bytes() for split in ("train", "val") for shard in dm.shards(split)]
 
 
 def test_a_corpus_streams_into_many_shards_with_the_ids_of_the_whole(tmp_path, small_units):
     dm = make_dm(tmp_path, lines_task(tmp_path))
     dm.setup()
-    train = dm._split("train").shards
+    train = dm.shards("train")
     assert len(train) > 3 and all(2000 <= s.tokens < 2000 + 1024 for s in train[:-1])
     assert tokens_of(dm, "train") == expected_tokens(DOCS[:500])
     assert tokens_of(dm, "val") == expected_tokens(DOCS[500:])
@@ -113,14 +113,7 @@ def test_a_killed_build_keeps_its_steps_and_resumes_after_them(tmp_path, small_u
     monkeypatch.setattr(shards._Step, "close", real_close)
     folder = next((tmp_path / "cache").iterdir())
     assert not (folder / shards.MANIFEST).exists() and list(folder.glob(".*.tmp"))
-    encoded = []
-    real_encode = shards.encode_unit
-
-    def counting(reading, unit):
-        encoded.append(unit)
-        return real_encode(reading, unit)
-
-    monkeypatch.setattr(shards, "encode_unit", counting)
+    encoded = counting_units(monkeypatch)
     with caplog.at_level(logging.INFO):
         resumed = make_dm(tmp_path, task)
         resumed.setup()
@@ -129,16 +122,38 @@ def test_a_killed_build_keeps_its_steps_and_resumes_after_them(tmp_path, small_u
     assert shard_bytes(resumed) == shard_bytes(straight) and not list(folder.glob(".*.tmp"))
 
 
-def test_a_bad_record_deep_in_a_file_names_its_line_and_keeps_the_steps_before(tmp_path, small_units, monkeypatch):
+def counting_units(monkeypatch) -> list:
+    """The units the next builds encode, in order."""
+    encoded, real_encode = [], shards.encode_unit
+
+    def counting(reading, unit):
+        encoded.append(unit)
+        return real_encode(reading, unit)
+
+    monkeypatch.setattr(shards, "encode_unit", counting)
+    return encoded
+
+
+def test_a_bad_record_deep_in_a_file_names_its_line_and_a_fix_keeps_the_steps_before(tmp_path, small_units, monkeypatch):
     lines = [json.dumps({"text": d}) for d in DOCS]
+    good = "\n".join(lines) + "\n"
     lines[450] = '{"text": "unterminated}'
     (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
     task = {"format": "jsonl", "files": {"train": "a.jsonl"}}
     with pytest.raises(DataFormatError, match=r"a\.jsonl, line 451: not valid JSON"):
         make_dm(tmp_path, task, num_proc=2).setup()
     folder = next((tmp_path / "cache").iterdir())
-    kept = sorted(folder.glob("step-*.json"))
-    assert len(kept) >= 3 and all(json.loads(p.read_text())["units"][1] <= 40 for p in kept)
+    kept = len(list(folder.glob("step-*.json")))
+    resume_at = json.loads((folder / f"step-{kept - 1:06d}.json").read_text())["units"][1]
+    assert kept >= 3 and resume_at <= 40
+    (tmp_path / "a.jsonl").write_text(good)  # fixed: the file changed after the bytes the steps read
+    encoded = counting_units(monkeypatch)
+    fixed = make_dm(tmp_path, task, num_proc=1)
+    fixed.setup()
+    assert encoded[0] == next(corpus_units.plan_corpus(fixed.spec).units(resume_at))
+    straight = make_dm(tmp_path / "straight", {**task, "data_dir": str(tmp_path)})
+    straight.setup()
+    assert shard_bytes(fixed) == shard_bytes(straight)
 
 
 def test_undecodable_bytes_deep_in_a_text_file_name_their_line(tmp_path, small_units):
@@ -166,7 +181,7 @@ def test_a_corrupt_shard_is_found_when_read_and_rebuilt(tmp_path, small_units, c
     dm = make_dm(tmp_path, task, num_workers=num_workers)
     dm.setup()
     expected = [x for x, _ in dm.train_dataloader()]
-    shard = dm._split("train").shards[2]
+    shard = dm.shards("train")[2]
     good = shard.path.read_bytes()
     shard.path.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])  # same size: a cheap check passes
     again = make_dm(tmp_path, task, num_workers=num_workers)
@@ -184,7 +199,7 @@ def test_a_damaged_cache_is_rebuilt_at_start(tmp_path, small_units, caplog, dama
     task = lines_task(tmp_path)
     dm = make_dm(tmp_path, task)
     dm.setup()
-    shard = dm._split("train").shards[1]
+    shard = dm.shards("train")[1]
     good = shard.path.read_bytes()
     folder = shard.path.parent
     if damage == "truncate":
@@ -203,10 +218,42 @@ def test_a_damaged_cache_is_rebuilt_at_start(tmp_path, small_units, caplog, dama
 def test_a_shard_that_cannot_be_rebuilt_as_recorded_is_an_error(tmp_path, small_units):
     dm = make_dm(tmp_path, lines_task(tmp_path))
     dm.setup()
-    folder = dm._split("train").shards[0].path.parent
+    folder = dm.shards("train")[0].path.parent
     meta_path = folder / "step-000001.json"
     meta = json.loads(meta_path.read_text())
     meta["shards"]["train"]["sha256"] = "0" * 64  # as if the corpus changed since, keeping sizes and mtimes
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(shards.CorruptCacheError, match="step 1 rebuilt to other tokens"):
         shards.rebuild_step(corpus_units.plan_corpus(dm.spec), folder, 1)
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_a_streamed_hub_dataset_gives_the_shards_of_a_downloaded_one(tmp_path, monkeypatch, validation):
+    monkeypatch.setattr(corpus_units, "UNIT_ROWS", 64)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in DOCS[:500]))
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in DOCS[500:]))
+    data_files = {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "val.jsonl")}
+    hub = {"path": "json", "data_files": data_files, "fields": {"text": "body"},
+           **({"splits": {"train": "train", "validation": "validation"}} if validation else {})}  # fmt: skip
+    built = {}
+    for streaming in (False, True):
+        task = {"format": "hub", "data_dir": None, "hub": {**hub, "streaming": streaming}}
+        dm = make_dm(tmp_path / str(streaming), task)
+        dm.setup()
+        built[streaming] = shard_bytes(dm)
+    assert built[True] == built[False] and len(built[True]) > 1
+    if validation:
+        assert tokens_of(dm, "val") == expected_tokens(DOCS[500:])
+
+
+def test_a_resumed_fit_continues_a_stream_over_many_shards_exactly(tmp_path, small_units):
+    from test_text_data import fit  # the Lightning fit that records its batches
+
+    task = lines_task(tmp_path)
+    dm = make_dm(tmp_path, task)
+    first = fit(dm, tmp_path / "ckpt", max_steps=12)
+    assert len(dm.shards("train")) > 3
+    (ckpt,) = (tmp_path / "ckpt").glob("*step=6.ckpt")
+    resumed = fit(make_dm(tmp_path, task), tmp_path / "ckpt2", ckpt_path=ckpt, max_steps=12)
+    assert len(resumed.batches) == 6
+    assert all(a.equal(b) for a, b in zip(first.batches[6:], resumed.batches, strict=True))

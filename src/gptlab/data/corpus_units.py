@@ -10,19 +10,24 @@ its unit itself (``unit_pieces``); only the Hub's and the embedded corpus's rows
 process.
 
 **Splits.** Where the task names a ``validation`` split, its documents are the ``val`` tokens.
-Otherwise ``val_fraction`` of the documents are held out by ``is_held_out``: a hash of the
-document's text (of its file name for ``text``, where a document is a file), so the held-out set is
+Otherwise ``val_fraction`` of the documents are held out by ``held_out``: a hash of the
+document's text (its length and head; its file name for ``text``, where a document is a file), so the held-out set is
 fixed by the corpus alone (not the run's seed, not the order of the files, not their number), a
-duplicated document is never on both sides, and it is decided while streaming. A corpus of one
+duplicated document is never on both sides, and it is decided while streaming. A corpus read in one
+unit (or a few ``text`` files) that this leaves without a held-out document holds out the one with
+the smallest hash. A corpus of one
 ``text`` file holds out its last ``val_fraction`` of bytes instead, from the nearest safe cut on
 (the first after that point, or else the last before it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -47,11 +52,26 @@ OUTPUTS = ("train", "val")
 _LINE_FORMATS = ("lines", "jsonl")
 
 
-def is_held_out(key: str, val_fraction: float) -> bool:
-    """Whether the document with ``key`` (its text, or a ``text`` file's name) is held out: a
-    64-bit hash of it below ``val_fraction`` of the range, so about that share of documents are."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < val_fraction * 2**64
+HASHED_CHARS = 256
+
+
+def document_hash(key: str) -> int:
+    """A 64-bit hash of a document's ``key`` (its text, or a ``text`` file's name): of its length and
+    first ``HASHED_CHARS`` characters, which tell documents apart at a constant cost per document."""
+    head = f"{len(key)}:{key[:HASHED_CHARS]}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha256(head).digest()[:8], "big")  # sha256: the fastest hashlib here
+
+
+def held_out(keys: list[str], val_fraction: float, whole_corpus: bool) -> list[bool]:
+    """Which of the documents with ``keys`` are held out: those whose hash is below ``val_fraction`` of
+    the range, so about that share of them. When ``keys`` are the whole corpus and that holds out
+    none of two or more, the one with the smallest hash is (a small corpus still gets a val split)."""
+    hashes = [document_hash(key) for key in keys]
+    held = [h < val_fraction * 2**64 for h in hashes]
+    candidates = [(h, i) for i, (h, key) in enumerate(zip(hashes, keys)) if key.strip()]  # blank: no tokens
+    if whole_corpus and len(candidates) > 1 and not any(held):
+        held[min(candidates)[1]] = True
+    return held
 
 
 @dataclass(frozen=True)
@@ -59,13 +79,14 @@ class Unit:
     """One work unit (see the module doc)."""
 
     split: str  # the corpus split it reads ("train"/"validation"): where its blank lines count
-    output: str | None  # "train"/"val", or None: each document by is_held_out
+    output: str | None  # "train"/"val", or None: each document by held_out
     path: str | None = None  # the file it reads (None: texts)
     start: int = 0  # first byte, or the Parquet row group
     end: int = 0  # end byte, or the row group + 1
     starts_document: bool = True  # format text: the file's document starts / ends in this unit
     ends_document: bool = True
     texts: tuple[str, ...] = ()  # rows read by the main process
+    whole_corpus: bool = False  # the corpus's only unit (see held_out)
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,11 @@ def unchanged(recorded: list[Any], path: str) -> bool:
 def plan_corpus(spec: TaskSpec) -> Corpus:
     """The task's corpus as units (see the module doc); files are listed and checked, not read."""
     check_format(spec)
+    if spec.format == "mixture":
+        raise DataFormatError(
+            f"task {spec.name!r} is a mixture of corpora, each read as its own task; name one of its sources "
+            f"({', '.join(name for name, _, _ in spec.mixture_sources())}) instead"
+        )
     splits = corpus_splits(spec) if spec.format != "embedded" else ["train", "validation"]
     reading = _reading(spec)
     fingerprint = {"format": spec.format, "unit_bytes": UNIT_BYTES, "unit_rows": UNIT_ROWS,
@@ -135,7 +161,7 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
         )
 
     def units(skip: int) -> Iterator[Unit]:
-        return islice(_file_units(spec, paths), skip, None)
+        return islice(_marking_a_whole_corpus(_file_units(spec, paths)), skip, None)
 
     return Corpus(reading, fingerprint, files, units)
 
@@ -157,8 +183,12 @@ def _ascii_compatible(encoding: str) -> bool:
 
 def _file_units(spec: TaskSpec, paths: dict[str, list[Path]]) -> Iterator[Unit]:
     has_validation = "validation" in paths
-    data_dir = Path(str(spec.data_dir)).expanduser()
     single = spec.format == "text" and not has_validation and len(paths["train"]) == 1
+    if spec.format == "text" and not has_validation:  # a document is a file: held out by its name
+        data_dir = Path(str(spec.data_dir)).expanduser()
+        names = [p.relative_to(data_dir).as_posix() if p.is_relative_to(data_dir) else p.name for p in paths["train"]]
+        held = held_out(names, spec.val_fraction, whole_corpus=True)
+        outputs = {path: "val" if h else "train" for path, h in zip(paths["train"], held)}
     for split, files in paths.items():
         output = ("train" if split == "train" else "val") if has_validation else None
         for path in files:
@@ -174,16 +204,25 @@ def _file_units(spec: TaskSpec, paths: dict[str, list[Path]]) -> Iterator[Unit]:
                 elif size:  # nowhere to cut: all of it is train, and the empty val split is reported
                     yield from _text_units(split, "train", path, 0, size, True, True)
             elif spec.format == "text":
-                if output is None:
-                    relative = path.relative_to(data_dir).as_posix() if path.is_relative_to(data_dir) else path.name
-                    held = is_held_out(relative, spec.val_fraction)
-                yield from _text_units(split, output or ("val" if held else "train"), path, 0, size, True, True)
+                yield from _text_units(split, output or outputs[path], path, 0, size, True, True)
             elif spec.format in _LINE_FORMATS:
                 yield from _line_units(split, output, path, size)
             elif spec.format == "parquet":
                 yield from (Unit(split, output, str(path), g, g + 1) for g in range(_row_groups(path)))
             else:  # a JSON array is read whole
                 yield Unit(split, output, str(path), 0, size)
+
+
+def _marking_a_whole_corpus(units: Iterator[Unit]) -> Iterator[Unit]:
+    """``units``, the first marked ``whole_corpus`` when it is the only one and splits by document."""
+    first = next(units, None)
+    if first is None:
+        return
+    second = next(units, None)
+    yield dataclasses.replace(first, whole_corpus=second is None and first.output is None)
+    if second is not None:
+        yield second
+        yield from units
 
 
 def _row_groups(path: Path) -> int:
@@ -202,7 +241,7 @@ def _line_units(split: str, output: str | None, path: Path, size: int) -> Iterat
             end = min(size, start + UNIT_BYTES)
             if end < size:
                 f.seek(end)
-                while (block := f.read(1 << 16)) and (newline := block.find(b"\n")) < 0:
+                while (block := f.read(1 << 12)) and (newline := block.find(b"\n")) < 0:
                     end += len(block)
                 end = min(size, end + newline + 1) if block else size
             yield Unit(split, output, str(path), start, end)
@@ -231,14 +270,31 @@ def _row_corpus(spec: TaskSpec, reading: Reading, splits: list[str], fingerprint
         index = 0
         for split in splits:
             output = ("train" if split == "train" else "val") if has_validation else None
-            docs = documents[split]
-            for first in range(0, len(docs), UNIT_ROWS):
+            for rows in _row_batches(documents[split]):
                 if index >= skip:
-                    rows = docs[first : first + UNIT_ROWS]
-                    yield Unit(split, output, texts=tuple(rows["text"] if isinstance(rows, dict) else rows))
+                    yield Unit(split, output, texts=rows())
                 index += 1
 
-    return Corpus(reading, fingerprint | {"source": source.fingerprint}, {}, units)
+    def marked(skip: int) -> Iterator[Unit]:
+        return islice(_marking_a_whole_corpus(units(0)), skip, None) if skip == 0 else units(skip)
+
+    return Corpus(reading, fingerprint | {"source": source.fingerprint}, {}, marked)
+
+
+def _row_batches(docs: Any) -> Iterator[Callable[[], tuple[str, ...]]]:
+    """Batches of ``UNIT_ROWS`` documents of a list, a Hub dataset or a streamed one, each as a
+    function that reads it (so batches skipped on a resume are not read, where that can be)."""
+    if hasattr(docs, "__len__"):  # a list or a Dataset: sliced
+        for first in range(0, len(docs), UNIT_ROWS):
+            yield lambda first=first: tuple(_texts(docs[first : first + UNIT_ROWS]))
+        return
+    rows = iter(docs)  # an IterableDataset: read in order, whether the batch is wanted or not
+    while batch := tuple(row["text"] for row in islice(rows, UNIT_ROWS)):
+        yield lambda batch=batch: batch
+
+
+def _texts(rows: Any) -> list[str]:
+    return rows["text"] if isinstance(rows, dict) else rows
 
 
 # ----------------------------------------------------------------------------- in a worker
@@ -257,30 +313,48 @@ class UnitError(Exception):
 Piece = tuple[str, str, bool, bool]
 
 
-def unit_pieces(reading: Reading, unit: Unit) -> tuple[list[Piece], int]:
-    """The documents (or, for ``text``, the piece of one) of ``unit``, each with its output split,
-    and the blank lines skipped reading it."""
-    spec = reading.spec
-    val_fraction = spec.val_fraction
+def unit_bytes(reading: Reading, unit: Unit) -> bytes | None:
+    """The bytes of a file that ``unit`` reads (None for a Parquet row group or rows of texts)."""
+    if unit.path is None or reading.spec.format == "parquet":
+        return None
+    with open(unit.path, "rb") as f:
+        f.seek(unit.start)
+        return f.read(unit.end - unit.start)
 
-    def route(text: str) -> str:
-        return unit.output or ("val" if is_held_out(text, val_fraction) else "train")
+
+def digest_of(data: bytes | None) -> str | None:
+    """What a step records of a unit's bytes, to keep its shards when another part of its file changes
+    (a check against edits, not against an adversary: crc32 and length, four times faster than sha256)."""
+    return None if data is None else f"{zlib.crc32(data):08x}{len(data):016x}"
+
+
+def unit_pieces(reading: Reading, unit: Unit, data: bytes | None = None) -> tuple[list[Piece], int]:
+    """The documents (or, for ``text``, the piece of one) of ``unit``, each with its output split,
+    and the blank lines skipped reading it; ``data``: its ``unit_bytes``, when already read."""
+    spec = reading.spec
+
+    def documents(texts: list[str]) -> list[Piece]:
+        if unit.output is not None:
+            return [(unit.output, text, True, True) for text in texts]
+        held = held_out(texts, spec.val_fraction, unit.whole_corpus)
+        return [("val" if h else "train", text, True, True) for text, h in zip(texts, held)]
 
     if unit.path is None:
-        return [(route(text), text, True, True) for text in unit.texts], 0
+        return documents(list(unit.texts)), 0
     path = Path(unit.path)
     if spec.format == "parquet":
         raw = read_parquet(spec, path, reading.fields, reading.options, row_group=unit.start)
-        return [(route(e["text"]), e["text"], True, True) for e in raw.examples], 0
-    with open(path, "rb") as f:
-        f.seek(unit.start)
-        data = f.read(unit.end - unit.start)
+        return documents([e["text"] for e in raw.examples]), 0
+    data = unit_bytes(reading, unit) if data is None else data
+    assert data is not None
     encoding = str(reading.options.get("encoding", "utf-8"))
     try:
         text = decode_bytes(data, path, encoding, describe(spec.format), file_start=unit.start == 0)
         if spec.format == "text":
             text = text.replace("\r\n", "\n").replace("\r", "\n")
             return [(unit.output, text, unit.starts_document, unit.ends_document)], 0
+        if (fast := _line_documents(spec.format, reading.fields["text"], text)) is not None:
+            return documents(fast[0]), fast[1]
         raw = FILE_FORMATS[spec.format].reader(spec, path, text, reading.fields, reading.options)
     except DataFormatError as err:
         found = str(err).removeprefix(f"{path}, line ")
@@ -288,20 +362,47 @@ def unit_pieces(reading: Reading, unit: Unit) -> tuple[list[Piece], int]:
             raise
         line = int(found.split(":", 1)[0].split(" ", 1)[0])
         raise UnitError(line, str(err)) from None
-    return [(route(e["text"]), e["text"], True, True) for e in raw.examples], raw.blank_lines
+    return documents([e["text"] for e in raw.examples]), raw.blank_lines
+
+
+def _line_documents(fmt: str, key: Any, text: str) -> tuple[list[str], int] | None:
+    """The documents and blank lines of a ``lines`` or ``jsonl`` unit whose every record is well
+    formed (a JSON object with a string at top-level ``key``), as the format's reader gives them but
+    without its per-record bookkeeping (a tenth of a build's time goes to reading); None for any
+    other unit, which the reader then reads and reports on."""
+    if fmt not in _LINE_FORMATS:
+        return None
+    found = text.split("\n")
+    if found[-1] == "":  # the final newline ends no line
+        found.pop()
+    found = [line[:-1] if line.endswith("\r") else line for line in found]
+    kept = [line for line in found if line and not line.isspace()]
+    if fmt == "lines":
+        return kept, len(found) - len(kept)
+    try:
+        records = [json.loads(line) for line in kept]
+    except (ValueError, RecursionError):
+        return None
+    docs = [record.get(key) if isinstance(record, dict) else None for record in records]
+    if not all(isinstance(doc, str) for doc in docs):
+        return None
+    return docs, len(found) - len(kept)
 
 
 @dataclass
 class Encoded:
-    """A unit's tokens per output split (``EOT_ID`` after each document) and its blank lines skipped."""
+    """A unit's tokens per output split (``EOT_ID`` after each document), its blank lines skipped
+    and the ``digest_of`` its bytes."""
 
     tokens: dict[str, np.ndarray]
     blank_lines: int
+    digest: str | None
 
 
 def encode_unit(reading: Reading, unit: Unit) -> Encoded:
     """``unit``'s documents as tokens; a blank document adds nothing (it would be a lone EOT)."""
-    pieces, blank_lines = unit_pieces(reading, unit)
+    data = unit_bytes(reading, unit)
+    pieces, blank_lines = unit_pieces(reading, unit, data)
     parts: dict[str, list[np.ndarray]] = {output: [] for output in OUTPUTS}
     for output, text, starts, ends in pieces:
         if starts and ends and (not text or text.isspace()):
@@ -309,5 +410,6 @@ def encode_unit(reading: Reading, unit: Unit) -> Encoded:
         parts[output].append(encode(text))
         if ends:
             parts[output].append(EOT_TOKENS)
-    tokens = {o: np.concatenate(p) if p else np.zeros(0, TOKEN_DTYPE) for o, p in parts.items()}
-    return Encoded(tokens, blank_lines)
+    # one narrowing per unit rather than per document
+    tokens = {o: np.concatenate(p).astype(TOKEN_DTYPE) if p else np.zeros(0, TOKEN_DTYPE) for o, p in parts.items()}
+    return Encoded(tokens, blank_lines, digest_of(data))

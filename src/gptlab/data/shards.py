@@ -19,8 +19,9 @@ never read.
 
 **Resume.** A build that stopped (killed, or a malformed record) keeps its complete steps: the next
 build checks them (sidecar readable, shard sizes as recorded, the files they read unchanged) and
-continues from the unit after the last good one. A fixed file thus costs only the steps from the
-first one that read it.
+continues from the unit after the last good one. A step whose file changed is kept when the bytes
+it read did not (a digest of each unit's bytes), so fixing a malformed line, or appending to a
+file, costs only the steps from there on.
 
 **Cache hits** check sizes, not contents: the manifest, the files' sizes and mtimes, each shard's
 size (``verify=True`` also hashes every shard). Contents are checked when read: ``ShardReader``
@@ -30,6 +31,7 @@ either check is rebuilt from its units, with a warning, to the recorded sha256.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -48,7 +50,9 @@ from typing import Any
 import numpy as np
 
 from gptlab.atomic import TEMP_SUFFIX, temp_prefix, write_atomic
-from gptlab.data.corpus_units import OUTPUTS, Corpus, Encoded, Reading, Unit, UnitError, encode_unit, unchanged
+from gptlab.data.corpus_units import (
+    OUTPUTS, Corpus, Encoded, Reading, Unit, UnitError, digest_of, encode_unit, unchanged, unit_bytes,
+)
 from gptlab.data.sources.base import DataFormatError
 from gptlab.data.tokenize import TOKEN_DTYPE
 
@@ -130,10 +134,15 @@ class _Step:
         self.shards = {output: _ShardFile(folder / _shard_name(output, index)) for output in OUTPUTS}
         self.blank_lines: dict[str, int] = {}
         self.files: set[str] = set()
+        self.digest: Any = hashlib.blake2b(digest_size=16)  # None once a unit has no digest
 
     def add(self, unit: Unit, encoded: Encoded) -> None:
         for output, tokens in encoded.tokens.items():
             self.shards[output].write(tokens)
+        if self.digest is not None and encoded.digest is not None:
+            self.digest.update(bytes.fromhex(encoded.digest))
+        else:
+            self.digest = None
         if unit.path is not None:
             self.blank_lines[unit.split] = self.blank_lines.get(unit.split, 0) + encoded.blank_lines
             self.files.add(unit.path)
@@ -149,6 +158,7 @@ class _Step:
             "shards": {output: shard.close() for output, shard in self.shards.items()},
             "blank_lines": self.blank_lines,
             "files": {path: corpus.files[path] for path in sorted(self.files)},
+            "digest": self.digest and self.digest.hexdigest(),
         }
         write_atomic(self.folder / _step_name(self.index), json.dumps(meta).encode())
         return meta
@@ -157,18 +167,36 @@ class _Step:
 # ----------------------------------------------------------------------------- encoding units
 
 
+_worker_reading: Reading | None = None  # a worker's task, given once rather than with every unit
+
+
+def _start_worker(reading: Reading) -> None:
+    global _worker_reading
+    _worker_reading = reading
+
+
+def _encode_in_worker(unit: Unit) -> Encoded:
+    assert _worker_reading is not None
+    return encode_unit(_worker_reading, unit)
+
+
 def _encoded(reading: Reading, units: Iterator[Unit], num_proc: int) -> Iterator[tuple[Unit, Encoded]]:
     """Each unit with its tokens, in unit order, encoded in ``num_proc`` processes (here when 1)."""
     if num_proc <= 1:
         for unit in units:
             yield unit, encode_unit(reading, unit)
         return
-    # fork: workers start at once and share the tokenizer already loaded; they use no threads
-    pool = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork"))
+    # fork: workers start at once and share the tokenizer already loaded; they use no threads.
+    # Frozen, the objects they inherit are skipped by their garbage collector, whose passes would
+    # otherwise write to (and so copy) every inherited page over a long build.
+    gc.freeze()
+    pool = ProcessPoolExecutor(
+        num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(reading,)
+    )
     try:
         pending: deque = deque()
         for unit in units:
-            pending.append((unit, pool.submit(encode_unit, reading, unit)))
+            pending.append((unit, pool.submit(_encode_in_worker, unit)))
             if len(pending) >= 2 * num_proc:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -177,6 +205,7 @@ def _encoded(reading: Reading, units: Iterator[Unit], num_proc: int) -> Iterator
             yield done, future.result()
     finally:
         pool.shutdown(cancel_futures=True)
+        gc.unfreeze()
 
 
 def _lines_before(path: str, offset: int) -> int:
@@ -256,13 +285,28 @@ def _step_problem(folder: Path, path: Path, corpus: Corpus, first_unit: int) -> 
         if meta["units"][0] != first_unit:
             return f"it starts at unit {meta['units'][0]}, not {first_unit}"
         if changed := [f for f, identity in meta["files"].items() if f not in corpus.files or not unchanged(identity, f)]:
-            return f"{changed[0]} changed"
+            if not meta.get("digest") or _units_digest(corpus, *meta["units"]) != meta["digest"]:
+                return f"{changed[0]} changed where it read it"
+            # the file changed elsewhere (e.g. a fix further on, or text appended): the step stands
+            meta["files"] = {f: corpus.files[f] for f in meta["files"]}
+            write_atomic(path, json.dumps(meta).encode())
         for entry in meta["shards"].values():
             if entry and (problem := _size_problem(folder / entry["file"], entry["tokens"])):
                 return problem
         return meta
     except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
         return f"{path.name}: {type(err).__name__}: {err}"
+
+
+def _units_digest(corpus: Corpus, first: int, end: int) -> str | None:
+    """The digest a step of units ``[first, end)`` records, from the files as they are now."""
+    digest = hashlib.blake2b(digest_size=16)
+    for unit in islice(corpus.units(first), end - first):
+        found = digest_of(unit_bytes(corpus.reading, unit))
+        if found is None:
+            return None
+        digest.update(bytes.fromhex(found))
+    return digest.hexdigest()
 
 
 def _size_problem(path: Path, tokens: int) -> str | None:

@@ -12,17 +12,20 @@ got, so a resumed fit continues the stream exactly where the checkpoint was take
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from gptlab.bounds import NON_NEGATIVE, POSITIVE, SEED, check_arguments
 from gptlab.data.contract import TaskDataModule
+from gptlab.data.stream import MixtureSampler, StreamSampler
+from gptlab.data.shards import Shard
 from gptlab.data.token_cache import DEFAULT_SHARD_TOKENS, TokenShards, token_shards
+from gptlab.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -50,58 +53,6 @@ class TokenWindows(Dataset):
         tokens = self.reader.read(shard, start, start + self.block_size + 1)
         window = torch.from_numpy(tokens.astype(np.int64))
         return window[:-1], window[1:]
-
-
-class StreamSampler(Sampler[int]):
-    """Window indices along the endless train stream, one Lightning epoch at a time.
-
-    Lightning epoch ``k`` covers global positions ``[start + k*length, start + (k+1)*length)``; this
-    rank takes every ``world_size``-th of them, and a resumed sampler skips those before ``resume``.
-    ``len()`` is the whole epoch even when resuming, because Lightning restores its batch counter
-    and ends the epoch when that counter reaches ``len()``.
-    """
-
-    def __init__(
-        self,
-        num_windows: int,
-        seed: int,
-        start: int,
-        length: int,
-        resume: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.num_windows, self.seed, self.start, self.length = num_windows, seed, start, length
-        self.resume = start if resume is None else resume
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-        self._perm_epoch, self._perm = -1, np.zeros(0, dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
-
-    @property
-    def epoch_start(self) -> int:
-        return self.start + self.epoch * self.length
-
-    def window(self, position: int) -> int:
-        """The window read at global stream ``position``."""
-        data_epoch, offset = divmod(position, self.num_windows)
-        if data_epoch != self._perm_epoch:
-            self._perm = np.random.default_rng((self.seed, data_epoch)).permutation(self.num_windows)
-            self._perm_epoch = data_epoch
-        return int(self._perm[offset])
-
-    def __len__(self) -> int:
-        return self.length // self.world_size
-
-    def __iter__(self) -> Iterator[int]:
-        begin = self.epoch_start
-        # The same skip on every rank, so all ranks yield equally many batches (DDP hangs otherwise).
-        skip = max(0, -(-(self.resume - begin) // self.world_size))
-        for j in range(skip, len(self)):
-            yield self.window(begin + j * self.world_size + self.rank)
 
 
 class TextDataModule(TaskDataModule):
@@ -142,7 +93,7 @@ class TextDataModule(TaskDataModule):
         self.seed, self.num_proc, self.num_workers, self.val_windows = seed, num_proc, num_workers, val_windows
         self.start_sample = self._resume_sample = start_sample
         self.shard_tokens, self.verify_cache = shard_tokens, verify_cache
-        self._splits: dict[str, TokenShards] = {}  # "train"/"val" -> its shards
+        self._splits: dict[str, list[TokenShards]] = {}  # "train"/"val" -> its shards, per source
         self._train_sampler: StreamSampler | None = None
 
     @property
@@ -159,40 +110,62 @@ class TextDataModule(TaskDataModule):
         if self._splits:
             return
         splits, self.skipped_lines = self._token_shards()
-        for split, shards in splits.items():
-            if shards.tokens < self.block_size + 1:
-                held_out = "" if split == "train" or self.spec.has_split("validation") else (
-                    f" (val_fraction={self.spec.val_fraction} of the documents, by a hash of each: raise it or "
-                    "name a validation split in task.files)"
-                )
-                raise ValueError(
-                    f"task {self.spec.name!r}: the {split} split has {shards.tokens} tokens, fewer than "
-                    f"block_size + 1 = {self.block_size + 1}{held_out}"
-                )
-            if len(TokenWindows(shards, self.block_size)) == 0:
-                raise ValueError(
-                    f"task {self.spec.name!r}: no shard of the {split} split holds block_size + 1 = "
-                    f"{self.block_size + 1} tokens; raise shard_tokens (now {self.shard_tokens})"
-                )
+        for split, sources in splits.items():
+            for shards in sources:
+                self._check_split(split, shards)
         self._splits = splits
 
-    def _token_shards(self) -> tuple[dict[str, TokenShards], dict[str, int]]:
-        return token_shards(self.spec, self.cache_dir, self.num_proc, self.shard_tokens, self.verify_cache)
+    def _check_split(self, split: str, shards: TokenShards) -> None:
+        spec = shards.spec  # a mixture's source names itself
+        if shards.tokens < self.block_size + 1:
+            held_out = "" if split == "train" or spec.has_split("validation") else (
+                f" (val_fraction={spec.val_fraction} of the documents, by a hash of each: raise it or "
+                "name a validation split in task.files)"
+            )
+            raise ValueError(
+                f"task {spec.name!r}: the {split} split has {shards.tokens} tokens, fewer than "
+                f"block_size + 1 = {self.block_size + 1}{held_out}"
+            )
+        if len(TokenWindows(shards, self.block_size)) == 0:
+            raise ValueError(
+                f"task {spec.name!r}: no shard of the {split} split holds block_size + 1 = "
+                f"{self.block_size + 1} tokens; raise shard_tokens (now {self.shard_tokens})"
+            )
 
-    def _split(self, name: str) -> TokenShards:
+    def _sources(self) -> list[tuple[str, TaskSpec, float]]:
+        """(name, task, weight) of each corpus: a mixture's sources, or the task itself."""
+        return self.spec.mixture_sources() or [(self.spec.name, self.spec, 1.0)]
+
+    def _token_shards(self) -> tuple[dict[str, list[TokenShards]], dict[str, int]]:
+        """Each source's train and val shards, and the blank lines skipped per source split (named
+        ``<source>/<split>`` in a mixture)."""
+        splits: dict[str, list[TokenShards]] = {"train": [], "val": []}
+        skipped: dict[str, int] = {}
+        for name, spec, _ in self._sources():
+            found, lines = token_shards(spec, self.cache_dir, self.num_proc, self.shard_tokens, self.verify_cache)
+            for output, shards in found.items():
+                splits[output].append(shards)
+            skipped |= {f"{name}/{split}" if self.spec.mixture else split: n for split, n in lines.items()}
+        return splits, skipped
+
+    def _split(self, name: str) -> list[TokenShards]:
         if not self._splits:
             raise RuntimeError("TextDataModule: call setup() (or let the Trainer call it) first")
         return self._splits[name]
 
+    def shards(self, split: str) -> list[Shard]:
+        """The shards of ``split`` (``train`` or ``val``), source after source."""
+        return [shard for source in self._split(split) for shard in source.shards]
+
     @property
     def num_train_tokens(self) -> int:
         """Tokens in the train split (all of them, before cutting windows)."""
-        return self._split("train").tokens
+        return sum(source.tokens for source in self._split("train"))
 
     @property
     def num_val_tokens(self) -> int:
         """Tokens in the val split (all of them, whatever ``val_windows`` keeps)."""
-        return self._split("val").tokens
+        return sum(source.tokens for source in self._split("val"))
 
     @property
     def tokens_per_batch(self) -> int:
@@ -217,16 +190,21 @@ class TextDataModule(TaskDataModule):
         return sampler.epoch_start + batches * self.batch_size * sampler.world_size
 
     def train_dataloader(self) -> DataLoader:
-        windows = TokenWindows(self._split("train"), self.block_size)
+        sources = [TokenWindows(shards, self.block_size) for shards in self._split("train")]
+        windows = sources[0] if len(sources) == 1 else ConcatDataset(sources)
         rank, world_size = self.rank_world()
-        self._train_sampler = StreamSampler(
-            num_windows=len(windows),
-            seed=self.seed,
-            start=self.start_sample,
-            length=self._stream_length(len(windows), world_size),
-            resume=self._resume_sample,
-            rank=rank,
-            world_size=world_size,
+        stream = {
+            "seed": self.seed,
+            "start": self.start_sample,
+            "length": self._stream_length(len(windows), world_size),
+            "resume": self._resume_sample,
+            "rank": rank,
+            "world_size": world_size,
+        }
+        self._train_sampler = (
+            StreamSampler(num_windows=len(windows), **stream)
+            if len(sources) == 1
+            else MixtureSampler([len(w) for w in sources], [weight for _, _, weight in self._sources()], **stream)
         )
         return DataLoader(
             windows,
@@ -238,7 +216,11 @@ class TextDataModule(TaskDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        windows = TokenWindows(self._split("val"), self.block_size, limit=self.val_windows)
+        sources = self._split("val")
+        # a mixture validates on each source alike: an equal share of val_windows from each
+        limit = None if self.val_windows is None else -(-self.val_windows // len(sources))
+        parts = [TokenWindows(shards, self.block_size, limit=limit) for shards in sources]
+        windows = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         rank, world_size = self.rank_world()
         sampler = (
             DistributedSampler(windows, num_replicas=world_size, rank=rank, shuffle=False)

@@ -12,7 +12,7 @@ import numpy as np
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 
 TOKEN_DTYPE = np.uint16  # GPT-2 ids (< 50304) fit; half the disk and page cache of int32
-EOT_TOKENS = np.array([EOT_ID], dtype=TOKEN_DTYPE)
+EOT_TOKENS = np.array([EOT_ID], dtype=np.uint32)  # tiktoken's dtype, as encode returns
 # A byte position where a document may be cut (see safe_cut): an ASCII letter, digit, "_" or
 # printable character, then ASCII whitespace. Both classes are chosen so that no Unicode definition
 # disagrees (Python's isspace and the Rust regex's \s differ on a few control characters), and
@@ -22,16 +22,17 @@ _SCAN_BYTES = 1 << 16
 
 
 def encode(text: str) -> np.ndarray:
-    """``encode_ordinary(text)`` as uint16 (a literal ``<|endoftext|>`` in the text is plain text)."""
+    """``encode_ordinary(text)`` as tiktoken's uint32 array (a literal ``<|endoftext|>`` in the text is
+    plain text); callers narrow a batch of them to ``TOKEN_DTYPE`` at once."""
     # encode_to_numpy releases the GIL and makes no Python ints.
-    return get_tokenizer().encode_to_numpy(text, disallowed_special=()).astype(TOKEN_DTYPE)
+    return get_tokenizer().encode_to_numpy(text, disallowed_special=())
 
 
 def encode_documents(texts: Iterable[str]) -> np.ndarray:
     """``texts`` as one uint16 token array, ``EOT_ID`` after each; blank texts are skipped (they would
     only add a lone EOT)."""
     parts = [part for text in texts if text and not text.isspace() for part in (encode(text), EOT_TOKENS)]
-    return np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)
+    return np.concatenate(parts).astype(TOKEN_DTYPE) if parts else np.zeros(0, TOKEN_DTYPE)
 
 
 def safe_cut(f: BinaryIO, position: int, end: int) -> int:

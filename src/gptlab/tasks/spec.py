@@ -201,6 +201,8 @@ class TaskSpec:
     carve: dict[str, Any] | None = None
     # lm tasks without a validation split hold out this fraction of their corpus
     val_fraction: float = field(default=0.1, metadata=Bound(gt=0, lt=1).metadata)
+    # format mixture: source name -> {task: an lm task's node, weight: its share of the training windows}
+    mixture: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -226,6 +228,7 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: generation settings are for kind 'generation', not {self.kind!r}")
         GenerationSpec.from_mapping(self.name, self.generation)  # a bad setting fails when the task is read
         self._check_carve()
+        self.mixture_sources()  # a malformed mixture fails when the task is read
         self.prompts = dict(self.prompts or {})  # `prompts: null` in a YAML means none
         for name in self.prompt_names():  # a malformed template fails when the task is read
             self.prompt_spec(name)
@@ -251,6 +254,39 @@ class TaskSpec:
                 raise ValueError(f"{where}.sizes.{split}={size!r} must be a positive integer or null (the rest)")
         if list(sizes.values()).count(None) > 1:
             raise ValueError(f"{where}.sizes: at most one split may take the rest (null)")
+
+    def mixture_sources(self) -> list[tuple[str, TaskSpec, float]]:
+        """(name, task, weight) of each source of a ``mixture`` task, in the order written; [] for others."""
+        where = f"task {self.name!r}: mixture"
+        if self.format != "mixture":
+            if self.mixture is not None:
+                raise ValueError(f"{where} is read only by format 'mixture', not {self.format!r}")
+            return []
+        example = "e.g. mixture: {books: {task: <an lm task>, weight: 0.3}, web: {task: ..., weight: 0.7}}"
+        if self.kind != "lm":
+            raise ValueError(f"task {self.name!r}: format 'mixture' mixes corpora of kind 'lm', not {self.kind!r}")
+        if not isinstance(self.mixture, Mapping) or not self.mixture:
+            raise ValueError(f"{where}={self.mixture!r} must map each source's name to its task and weight; {example}")
+        sources = []
+        for name, source in self.mixture.items():
+            if not isinstance(source, Mapping) or set(source) != {"task", "weight"}:
+                raise ValueError(f"{where}.{name}={source!r} must have exactly the keys task and weight; {example}")
+            weight = source["weight"]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+                raise ValueError(f"{where}.{name}.weight={weight!r} must be a positive number")
+            if not isinstance(source["task"], Mapping):
+                raise ValueError(f"{where}.{name}.task={source['task']!r} must be a task's node; {example}")
+            try:
+                task = TaskSpec.from_config(source["task"])
+            except ValueError as err:
+                raise ValueError(f"{where}.{name}.task: {err}") from None
+            if task.kind != "lm" or task.format == "mixture":
+                raise ValueError(
+                    f"{where}.{name}.task: {task.name!r} is of kind {task.kind!r}, format {task.format!r}; a mixture "
+                    "mixes corpora (kind 'lm') that are not mixtures themselves"
+                )
+            sources.append((str(name), task, float(weight)))
+        return sources
 
     @property
     def carved(self) -> dict[str, int | None]:

@@ -67,9 +67,11 @@ FORMATS = {
     "(split -> Hub split), fields and options replace the task's for the Hub copy",
     "demo": "gptlab's built-in demo tasks (gptlab.data.demo_tasks); needs no files",
     "embedded": "Python's own documentation as a corpus (gptlab.data.corpus); needs no files",
+    "mixture": "several lm corpora in one training stream, each by its weight: mixture: {<source>: {task: "
+    "<an lm task>, weight: <share>}} (gptlab.data.mixture)",
 }
 # Formats that read no local files, with the answer layouts they hold (see files.FileFormat).
-_BUILTIN_ANSWERS = {"demo": ("class", "tags", "choice"), "embedded": (None,), "hub": ANY_ANSWER}
+_BUILTIN_ANSWERS = {"demo": ("class", "tags", "choice"), "embedded": (None,), "mixture": (None,), "hub": ANY_ANSWER}
 DEFAULT_SEED = 1234
 
 

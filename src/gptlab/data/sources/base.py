@@ -97,6 +97,7 @@ def numbered_lines(text: str, raw: Raw, whitespace_is_blank: bool) -> list[tuple
     found = lines(text)
     if found[-1] == "":  # the file's final newline ends no blank line
         found.pop()
-    kept = [(n, line) for n, line in enumerate(found, 1) if (line.strip() if whitespace_is_blank else line)]
+    # `line and not line.isspace()`: strip() would copy every line to test it
+    kept = [(n, line) for n, line in enumerate(found, 1) if line and not (whitespace_is_blank and line.isspace())]
     raw.blank_lines += len(found) - len(kept)
     return kept

@@ -9,6 +9,7 @@ order differs from ``task.labels`` still maps right.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,16 +65,19 @@ def read_hub(spec: TaskSpec, split: str) -> Raw:
 
 
 def hub_documents(spec: TaskSpec, split: str) -> tuple[Any, Any]:
-    """(a ``datasets.Dataset`` whose one column ``text`` holds the split's documents, its fingerprint).
+    """(a ``datasets.Dataset``, or with ``hub.streaming: true`` an ``IterableDataset``, whose one
+    column ``text`` holds the split's documents; its fingerprint).
 
-    A corpus stays a Dataset rather than a list, so a large one is tokenized batch by batch.
+    A corpus stays a dataset rather than a list, so a large one is tokenized batch by batch; a
+    streamed one is never downloaded whole, and is fingerprinted by its arguments alone.
     """
     ds, source = load_hub_split(spec, split)
     column = hub_fields(spec)["text"]
-    if column not in ds.column_names:
+    if ds.column_names is not None and column not in ds.column_names:
         raise DataFormatError(f"task {spec.name!r}: {source} has no column {column!r} ({ds.column_names})")
     texts = ds.select_columns([column])
-    return (texts if column == "text" else texts.rename_column(column, "text")), [source, column, ds._fingerprint]
+    fingerprint = getattr(ds, "_fingerprint", None) or json.dumps(spec.hub, sort_keys=True, default=str)
+    return (texts if column == "text" else texts.rename_column(column, "text")), [source, column, fingerprint]
 
 
 def _class_names(spec: TaskSpec, features: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, list[str]]:
