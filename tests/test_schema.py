@@ -122,7 +122,7 @@ def test_every_hparams_search_validates(search: str) -> None:
         (["model.n_head=5"], "model: GPTConfig: n_embd=48 is not divisible by n_head=5"),
         # task
         (["task.kind=poetry"], "task.kind=poetry: must be one of lm, classification"),
-        (["task.format=csv"], "task.format=csv: must be one of jsonl, json, parquet, text, lines, hub, embedded (for kind lm)"),
+        (["task.format=csv"], "task.format=csv: must be one of jsonl, json, parquet, text, lines, hub, embedded, mixture (for kind lm)"),
         (["task=tinyshakespeare", "task.val_fraction=1.0"], "task.val_fraction=1.0: must be in (0, 1)"),
         (["regime=finetune", "task=sst2", "task.train_limit=0"], "task.train_limit=0: must be >= 1"),
         (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, jsonl, json, parquet, hub, demo (for kind classification)"),
