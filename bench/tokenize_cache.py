@@ -207,8 +207,10 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
             "datamodule's `prepare_data()` on the same directory right after. Peer: `encode_ordinary` per "
             "document of `gptlab.get_tokenizer()` (the same BPE) over the same documents, already read and "
             "decoded (no I/O, no hashing, no writing).",
-            f"gptlab encodes in {THREADS} worker processes, each reading its own units of the files "
-            f"({corpus_units.UNIT_BYTES // 2**20} MiB, cut at a line end, or for a one-document file only "
+            f"gptlab encodes on {THREADS} threads (a corpus under "
+            f"{corpus_units.THREADS_BELOW_BYTES // 2**20} MiB; larger ones in as many processes), each reading its "
+            f"own units of the files ({corpus_units.SMALL_CORPUS_UNITS} of them for a corpus this small, cut at a "
+            "line end, or for a one-document file only "
             "between a non-space and a whitespace character, where GPT-2's pre-tokenizer provably cuts "
             "anyway), and writes shards. Ids checked equal to `encode_ordinary`'s before timing (one EOT per "
             "document included), and the cached token counts too.",

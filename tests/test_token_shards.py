@@ -22,6 +22,14 @@ def expected_tokens(docs: list[str]) -> list[int]:
     return [t for doc in docs for t in [*enc.encode_ordinary(doc), EOT_ID]]
 
 
+@pytest.fixture(params=["threads", "processes"])
+def pool(request, monkeypatch) -> str:
+    """Encode on threads (a small corpus) or in processes (a large one: any corpus, here)."""
+    if request.param == "processes":
+        monkeypatch.setattr(corpus_units, "THREADS_BELOW_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def small_units(monkeypatch):
     """Units of about 1 kB, so a small corpus makes many units and shards."""
@@ -69,7 +77,7 @@ def test_a_corpus_streams_into_many_shards_with_the_ids_of_the_whole(tmp_path, s
 
 
 @pytest.mark.parametrize("fmt", ["text", "lines", "jsonl"])
-def test_the_same_shards_for_any_number_of_processes(tmp_path, small_units, fmt):
+def test_the_same_shards_for_any_number_of_processes(tmp_path, small_units, pool, fmt):
     if fmt == "text":
         task = {"format": "text", "files": {"train": "a.txt"}}
         (tmp_path / "a.txt").write_text("\r\n".join(DOCS))
@@ -134,7 +142,9 @@ def counting_units(monkeypatch) -> list:
     return encoded
 
 
-def test_a_bad_record_deep_in_a_file_names_its_line_and_a_fix_keeps_the_steps_before(tmp_path, small_units, monkeypatch):
+def test_a_bad_record_deep_in_a_file_names_its_line_and_a_fix_keeps_the_steps_before(
+    tmp_path, small_units, pool, monkeypatch
+):
     lines = [json.dumps({"text": d}) for d in DOCS]
     good = "\n".join(lines) + "\n"
     lines[450] = '{"text": "unterminated}'

@@ -1,7 +1,7 @@
 """An ``lm`` task's corpus as a fixed sequence of work units, and what one unit holds.
 
 A **unit** is a piece of the corpus small enough to read, decode and tokenize in one go: a byte
-range of a ``text``, ``lines`` or ``jsonl`` file (about ``UNIT_BYTES``, cut at a line end, or for
+range of a ``text``, ``lines`` or ``jsonl`` file (about ``UNIT_BYTES``, less for a small corpus, cut at a line end, or for
 ``text`` at a ``safe_cut``, so a long document is encoded in pieces with the ids of the whole), a
 Parquet row group, a whole ``json`` file (a JSON array cannot be cut), or ``UNIT_ROWS`` documents of
 a Hub dataset or the embedded corpus. The units depend only on the corpus, never on how many
@@ -45,6 +45,11 @@ from gptlab.data.tokenize import EOT_TOKENS, TOKEN_DTYPE, encode, last_safe_cut,
 from gptlab.tasks.spec import TaskSpec
 
 UNIT_BYTES = 2**20
+# A corpus of less than 32 MiB is cut into 32 units of at least 64 KiB, so its few units still
+# spread over the processes; and below THREADS_BELOW_BYTES it is encoded on threads of the main
+# process (tiktoken releases the GIL) rather than paying for starting processes.
+MIN_UNIT_BYTES, SMALL_CORPUS_UNITS = 2**16, 32
+THREADS_BELOW_BYTES = 64 * 2**20
 UNIT_ROWS = 4096
 RACY_SECONDS = 2
 OUTPUTS = ("train", "val")
@@ -107,6 +112,7 @@ class Corpus:
     fingerprint: dict[str, Any]
     files: dict[str, list[int]]
     units: Callable[[int], Iterator[Unit]] = field(repr=False)  # the units from index k on
+    on_threads: bool = False  # small enough to encode on threads (THREADS_BELOW_BYTES)
 
 
 def file_identity(path: Path) -> list[Any]:
@@ -145,14 +151,15 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
         )
     splits = corpus_splits(spec) if spec.format != "embedded" else ["train", "validation"]
     reading = _reading(spec)
-    fingerprint = {"format": spec.format, "unit_bytes": UNIT_BYTES, "unit_rows": UNIT_ROWS,
-                   "val_fraction": spec.val_fraction}  # fmt: skip
+    fingerprint = {"format": spec.format, "unit_rows": UNIT_ROWS, "val_fraction": spec.val_fraction}
     if spec.format in ("hub", "embedded"):
         return _row_corpus(spec, reading, splits, fingerprint)
     paths = {split: split_paths(spec, split) for split in splits}
     files = {str(p): file_identity(p) for ps in paths.values() for p in ps}
+    size = sum(identity[0] for identity in files.values())
+    unit_bytes = min(UNIT_BYTES, max(MIN_UNIT_BYTES, size // SMALL_CORPUS_UNITS))
     fingerprint |= {"fields": reading.fields, "encoding": reading.options.get("encoding", "utf-8"),
-                    "files": {s: [str(p) for p in ps] for s, ps in paths.items()}}  # fmt: skip
+                    "files": {s: [str(p) for p in ps] for s, ps in paths.items()}, "unit_bytes": unit_bytes}  # fmt: skip
     encoding = str(reading.options.get("encoding", "utf-8"))
     if spec.format in ("text", *_LINE_FORMATS) and not _ascii_compatible(encoding):
         raise DataFormatError(
@@ -161,9 +168,9 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
         )
 
     def units(skip: int) -> Iterator[Unit]:
-        return islice(_marking_a_whole_corpus(_file_units(spec, paths)), skip, None)
+        return islice(_marking_a_whole_corpus(_file_units(spec, paths, unit_bytes)), skip, None)
 
-    return Corpus(reading, fingerprint, files, units)
+    return Corpus(reading, fingerprint, files, units, on_threads=size < THREADS_BELOW_BYTES)
 
 
 def _reading(spec: TaskSpec) -> Reading:
@@ -181,7 +188,7 @@ def _ascii_compatible(encoding: str) -> bool:
         raise DataFormatError(f"unknown encoding {encoding!r} (task.options.encoding)") from None
 
 
-def _file_units(spec: TaskSpec, paths: dict[str, list[Path]]) -> Iterator[Unit]:
+def _file_units(spec: TaskSpec, paths: dict[str, list[Path]], unit_bytes: int) -> Iterator[Unit]:
     has_validation = "validation" in paths
     single = spec.format == "text" and not has_validation and len(paths["train"]) == 1
     if spec.format == "text" and not has_validation:  # a document is a file: held out by its name
@@ -199,14 +206,14 @@ def _file_units(spec: TaskSpec, paths: dict[str, list[Path]]) -> Iterator[Unit]:
                     cut = safe_cut(f, target, size)
                     cut = cut if cut < size else last_safe_cut(f, target)
                 if 0 < cut < size:
-                    yield from _text_units(split, "train", path, 0, cut, starts=True, ends=False)
-                    yield from _text_units(split, "val", path, cut, size, starts=False, ends=True)
+                    yield from _text_units(split, "train", path, 0, cut, unit_bytes, starts=True, ends=False)
+                    yield from _text_units(split, "val", path, cut, size, unit_bytes, starts=False, ends=True)
                 elif size:  # nowhere to cut: all of it is train, and the empty val split is reported
-                    yield from _text_units(split, "train", path, 0, size, True, True)
+                    yield from _text_units(split, "train", path, 0, size, unit_bytes, True, True)
             elif spec.format == "text":
-                yield from _text_units(split, output or outputs[path], path, 0, size, True, True)
+                yield from _text_units(split, output or outputs[path], path, 0, size, unit_bytes, True, True)
             elif spec.format in _LINE_FORMATS:
-                yield from _line_units(split, output, path, size)
+                yield from _line_units(split, output, path, size, unit_bytes)
             elif spec.format == "parquet":
                 yield from (Unit(split, output, str(path), g, g + 1) for g in range(_row_groups(path)))
             else:  # a JSON array is read whole
@@ -234,11 +241,11 @@ def _row_groups(path: Path) -> int:
         raise DataFormatError(f"{path} is not a readable Parquet file ({err})") from None
 
 
-def _line_units(split: str, output: str | None, path: Path, size: int) -> Iterator[Unit]:
+def _line_units(split: str, output: str | None, path: Path, size: int, unit_bytes: int) -> Iterator[Unit]:
     with open(path, "rb") as f:
         start = 0
         while start < size:
-            end = min(size, start + UNIT_BYTES)
+            end = min(size, start + unit_bytes)
             if end < size:
                 f.seek(end)
                 while (block := f.read(1 << 12)) and (newline := block.find(b"\n")) < 0:
@@ -248,11 +255,13 @@ def _line_units(split: str, output: str | None, path: Path, size: int) -> Iterat
             start = end
 
 
-def _text_units(split: str, output: str, path: Path, lo: int, hi: int, starts: bool, ends: bool) -> Iterator[Unit]:
+def _text_units(
+    split: str, output: str, path: Path, lo: int, hi: int, unit_bytes: int, starts: bool, ends: bool
+) -> Iterator[Unit]:
     with open(path, "rb") as f:
         start = lo
         while True:
-            end = safe_cut(f, start + UNIT_BYTES, hi) if start + UNIT_BYTES < hi else hi
+            end = safe_cut(f, start + unit_bytes, hi) if start + unit_bytes < hi else hi
             yield Unit(split, output, str(path), start, end, starts and start == lo, ends and end == hi)
             if end >= hi:
                 return
@@ -278,7 +287,8 @@ def _row_corpus(spec: TaskSpec, reading: Reading, splits: list[str], fingerprint
     def marked(skip: int) -> Iterator[Unit]:
         return islice(_marking_a_whole_corpus(units(0)), skip, None) if skip == 0 else units(skip)
 
-    return Corpus(reading, fingerprint | {"source": source.fingerprint}, {}, marked)
+    # the embedded corpus is a list already in memory; a Hub corpus may be of any size
+    return Corpus(reading, fingerprint | {"source": source.fingerprint}, {}, marked, on_threads=spec.format == "embedded")
 
 
 def _row_batches(docs: Any) -> Iterator[Callable[[], tuple[str, ...]]]:

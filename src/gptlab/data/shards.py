@@ -31,6 +31,7 @@ either check is rebuilt from its units, with a warning, to the recorded sha256.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -41,7 +42,7 @@ import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -180,23 +181,31 @@ def _encode_in_worker(unit: Unit) -> Encoded:
     return encode_unit(_worker_reading, unit)
 
 
-def _encoded(reading: Reading, units: Iterator[Unit], num_proc: int) -> Iterator[tuple[Unit, Encoded]]:
-    """Each unit with its tokens, in unit order, encoded in ``num_proc`` processes (here when 1)."""
+def _encoded(
+    reading: Reading, units: Iterator[Unit], num_proc: int, on_threads: bool
+) -> Iterator[tuple[Unit, Encoded]]:
+    """Each unit with its tokens, in unit order, encoded in ``num_proc`` processes (threads of this
+    process when ``on_threads``; here when 1)."""
     if num_proc <= 1:
         for unit in units:
             yield unit, encode_unit(reading, unit)
         return
-    # fork: workers start at once and share the tokenizer already loaded; they use no threads.
-    # Frozen, the objects they inherit are skipped by their garbage collector, whose passes would
-    # otherwise write to (and so copy) every inherited page over a long build.
-    gc.freeze()
-    pool = ProcessPoolExecutor(
-        num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(reading,)
-    )
+    pool: Executor
+    if on_threads:
+        pool = ThreadPoolExecutor(num_proc)
+    else:
+        # fork: workers start at once and share the tokenizer already loaded; they use no threads.
+        # Frozen, the objects they inherit are skipped by their garbage collector, whose passes
+        # would otherwise write to (and so copy) every inherited page over a long build.
+        gc.freeze()
+        pool = ProcessPoolExecutor(
+            num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(reading,)
+        )
+    encode = functools.partial(encode_unit, reading) if on_threads else _encode_in_worker
     try:
         pending: deque = deque()
         for unit in units:
-            pending.append((unit, pool.submit(_encode_in_worker, unit)))
+            pending.append((unit, pool.submit(encode, unit)))
             if len(pending) >= 2 * num_proc:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -205,7 +214,8 @@ def _encoded(reading: Reading, units: Iterator[Unit], num_proc: int) -> Iterator
             yield done, future.result()
     finally:
         pool.shutdown(cancel_futures=True)
-        gc.unfreeze()
+        if not on_threads:
+            gc.unfreeze()
 
 
 def _lines_before(path: str, offset: int) -> int:
@@ -222,7 +232,8 @@ def _encode_from(corpus: Corpus, first: int, num_proc: int, count: int | None = 
     unit's error naming its line counted from the start of its file."""
     done = 0
     try:
-        for done, pair in enumerate(_encoded(corpus.reading, islice(corpus.units(first), count), num_proc), 1):
+        units = islice(corpus.units(first), count)
+        for done, pair in enumerate(_encoded(corpus.reading, units, num_proc, corpus.on_threads), 1):
             yield pair
     except UnitError as err:
         # results come in unit order: the failing unit is the one after the last encoded
