@@ -126,7 +126,7 @@ def child_build(corpus: str, cache_dir: str) -> dict[str, Any]:
 def _peer_process(reading: Any, rounds: list[list[Any]], barrier: Any, results: Any) -> None:
     """One peer process: per round, read and parse its units (untimed), wait for the other
     processes, then time encoding their documents."""
-    from gptlab.data.corpus_units import unit_pieces
+    from gptlab.data.unit_encoding import unit_pieces
     from gptlab.data.tokenize import encode
     from gptlab.data.tokenizer import get_tokenizer
 

@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import common
-from gptlab.data import corpus_units, tokenize
+from gptlab.data import corpus_units, tokenize, unit_encoding
 from gptlab.data.sources import read_split
 from gptlab.data.text import TextDataModule
 from gptlab.tasks.spec import TaskSpec
@@ -71,7 +71,7 @@ def documents(spec: dict[str, Any]) -> list[str]:
 def unit_texts(spec: dict[str, Any]) -> list[list[str]]:
     """The texts of each unit the build encodes (``gptlab.data.corpus_units``)."""
     corpus = corpus_units.plan_corpus(TaskSpec.from_config(spec))
-    return [[text for _, text, _, _ in corpus_units.unit_pieces(corpus.reading, unit)[0]] for unit in corpus.units(0)]
+    return [[text for _, text, _, _ in unit_encoding.unit_pieces(corpus.reading, unit)[0]] for unit in corpus.units(0)]
 
 
 def build(spec: dict[str, Any], cache_dir: str) -> TextDataModule:
@@ -225,7 +225,7 @@ def measure(args: Any, specs: list[dict[str, Any]]) -> common.Report:
         stage = {
             "list the files and cut them into units": profile.cumulative("plan_corpus", "corpus_units.py")
             + profile.cumulative("_file_units", "corpus_units.py"),
-            "encode in the workers (waiting for them)": profile.cumulative("_encoded", "shards.py"),
+            "encode in the workers (waiting for them)": profile.cumulative("_encoded", "unit_encoding.py"),
             "append to the shards": profile.cumulative("add", "shards.py"),
             "close shards + write sidecars": profile.cumulative("close", "shards.py"),
         }

@@ -449,3 +449,91 @@ def test_a_cache_written_by_another_cache_version_is_rebuilt(tmp_path: Path, cap
     assert "cache version changed" in caplog.text and "written by cache version" in caplog.text
     assert json.loads((folder / shards.MANIFEST).read_text())["cache_version"] == shards.CACHE_VERSION
     assert again["train"].tokens == built["train"].tokens
+
+
+# ----------------------------------------------------------------------------- bad data files
+
+
+def tsv_spec(directory: Path, content: bytes, **overrides) -> TaskSpec:
+    (directory / "train.tsv").write_bytes(content)
+    values = {
+        "name": "tiny", "kind": "classification", "format": "glue_tsv", "data_dir": str(directory),
+        "files": {"train": "train.tsv"}, "fields": {"text": "sentence", "label": "label"},
+        "labels": ["negative", "positive"], "eval_splits": [],
+    }
+    return TaskSpec(**{**values, **overrides})
+
+
+CP1252 = "sentence\tlabel\nfine\t1\n\u201cquoted\u201d caf\u00e9\t0\n".encode("cp1252")
+
+
+def test_a_windows_1252_file_names_the_line_and_the_encoding_option(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError) as err:
+        load_task(tsv_spec(tmp_path, CP1252))
+    message = str(err.value)
+    assert f"{tmp_path / 'train.tsv'}, line 3: bytes b'\\x93'" in message and "task.options.encoding" in message
+    _, data = load_task(tsv_spec(tmp_path, CP1252, options={"encoding": "cp1252"}))
+    assert data["train"] == [{"text": "fine", "label": 1}, {"text": "\u201cquoted\u201d caf\u00e9", "label": 0}]
+    with pytest.raises(DataFormatError, match="unknown encoding 'klingon'"):
+        load_task(tsv_spec(tmp_path, CP1252, options={"encoding": "klingon"}))
+
+
+def test_a_windows_1252_corpus_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes("line one\nna\u00efve\n".encode("cp1252"))
+    task = TaskSpec(name="toy", kind="lm", format="text", data_dir=str(tmp_path), files={"train": "a.txt"})
+    with pytest.raises(DataFormatError, match=r"a\.txt, line 2: bytes b'\\xef' are not UTF-8"):
+        read_split(task, "train")
+
+
+def test_blank_lines_are_skipped_and_counted(tmp_path: Path, caplog) -> None:
+    spec = tsv_spec(tmp_path, b"sentence\tlabel\n\na\t1\n\r\nb\t0\n\n")
+    skipped: dict[str, int] = {}
+    with caplog.at_level(logging.INFO, logger="gptlab.data.sources"):
+        _, data = load_task(spec, skipped_lines=skipped)
+    assert [e["text"] for e in data["train"]] == ["a", "b"]
+    assert skipped == {"train": 3}
+    assert "skipped 3 blank line(s)" in caplog.text and str(tmp_path / "train.tsv") in caplog.text
+    (tmp_path / "c.jsonl").write_text('{"text": "x"}\n\n   \n{"text": "y"}\n')
+    task = TaskSpec(name="toy", kind="lm", format="jsonl", data_dir=str(tmp_path), files={"train": "c.jsonl"})
+    with caplog.at_level(logging.INFO, logger="gptlab.data.sources"):
+        raw = read_split(task, "train")
+    assert ([e["text"] for e in raw.examples], raw.blank_lines) == (["x", "y"], 2)
+    assert "skipped 2 blank line(s)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"sentence\tlabel\n   \t1\nb\t\n", r"line 3: label '' is not one of the labels"),  # missing label
+        (b"sentence\tlabel\na\tpositive\nb\tneutral\n", r"line 3: label 'neutral' is not one of"),
+        (b"sentence\tlabel\na\t1\nb\n", r"line 3: 1 tab-separated columns, expected 2"),
+        (b"sentence\tlabel\n   \n", r"line 2: 1 tab-separated columns, expected 2"),  # spaces are a row
+    ],
+)
+def test_malformed_or_unlabelled_rows_name_file_and_line(tmp_path: Path, content: bytes, message: str) -> None:
+    with pytest.raises(DataFormatError, match=f"{tmp_path / 'train.tsv'}, {message}"):
+        load_task(tsv_spec(tmp_path, content))
+
+
+@pytest.mark.parametrize("label", ["nan", "inf", "-inf"])
+def test_non_finite_regression_labels_are_errors(tmp_path: Path, label: str) -> None:
+    spec = tsv_spec(tmp_path, f"sentence\tlabel\na\t1.5\nb\t{label}\n".encode(), labels=None, regression=True)
+    with pytest.raises(DataFormatError, match=f"line 3: regression label '{label}' is not a finite number"):
+        load_task(spec)
+
+
+def test_a_very_long_csv_field_names_the_line(tmp_path: Path) -> None:
+    header = "InputSentence1,InputSentence2,InputSentence3,InputSentence4,RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+    (tmp_path / "val.csv").write_text(header + "a,b,c,d,e,f,1\n" + "a" * 200_000 + ",b,c,d,e,f,2\n")
+    spec = TaskSpec(name="sc", kind="multiple_choice", format="storycloze_csv", data_dir=str(tmp_path),
+                    files={"train": "val.csv"}, eval_splits=[], options={"label_base": 1})
+    with pytest.raises(DataFormatError, match=r"val\.csv, line 3: malformed CSV \(field larger than field limit"):
+        load_task(spec)
+
+
+def test_a_conll_file_with_inconsistent_columns_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("-DOCSTART- -X- -X- O\n\nEU NNP I-NP I-ORG\nrejects VBZ O\n")
+    spec = TaskSpec(name="ner", kind="ner", format="conll", data_dir=str(tmp_path), files={"train": "train.txt"},
+                    labels=["O", "I-ORG"], eval_splits=[])
+    with pytest.raises(DataFormatError, match=r"train\.txt, line 4: 3 columns, expected 4"):
+        load_task(spec)

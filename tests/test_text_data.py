@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gptlab.data import corpus, shards, tokenize
+from gptlab.data import corpus, shards, tokenize, unit_encoding
 from gptlab.data.corpus import demo_corpus_documents
 from gptlab.data.sources import FORMATS, DataFormatError
 from gptlab.data.text import StreamSampler, TextDataModule
@@ -167,7 +167,7 @@ def test_skipped_blank_lines_are_reported_by_a_build_and_by_the_cache(tmp_path, 
     built.setup()
     # train: the blank line and the line of spaces; val: the leading one and the one between
     assert built.skipped_lines == {"train": 2, "validation": 2}
-    monkeypatch.setattr(shards, "encode_unit", None)  # the second run must not tokenize again
+    monkeypatch.setattr(unit_encoding, "encode_unit", None)  # the second run must not tokenize again
     cached = make_dm(tmp_path, task)
     cached.setup()
     assert cached.skipped_lines == built.skipped_lines
@@ -384,8 +384,8 @@ def test_a_cache_hit_neither_tokenizes_nor_hashes(tmp_path, monkeypatch):
     def no(*args, **kwargs):
         raise AssertionError("tokenized or hashed again instead of reading the cache")
 
-    monkeypatch.setattr(shards, "encode_unit", no)
-    monkeypatch.setattr(shards, "sha256_of", no)
+    monkeypatch.setattr(unit_encoding, "encode_unit", no)
+    monkeypatch.setattr(shards, "sha256_file", no)
     dm = make_dm(tmp_path, task)
     dm.setup()
     assert (dm.num_train_tokens, dm.num_val_tokens) == (built.num_train_tokens, built.num_val_tokens) > (0, 0)

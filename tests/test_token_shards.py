@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gptlab.data import corpus_units, shards
+from gptlab.data import corpus_units, shards, unit_encoding
 from gptlab.data.sources import DataFormatError
 from gptlab.data.text import TextDataModule
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
@@ -132,13 +132,13 @@ def test_a_killed_build_keeps_its_steps_and_resumes_after_them(tmp_path, small_u
 
 def counting_units(monkeypatch) -> list:
     """The units the next builds encode, in order."""
-    encoded, real_encode = [], shards.encode_unit
+    encoded, real_encode = [], unit_encoding.encode_unit
 
     def counting(reading, unit):
         encoded.append(unit)
         return real_encode(reading, unit)
 
-    monkeypatch.setattr(shards, "encode_unit", counting)
+    monkeypatch.setattr(unit_encoding, "encode_unit", counting)
     return encoded
 
 

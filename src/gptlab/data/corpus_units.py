@@ -24,24 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from gptlab.data.sources import check_format, describe, split_paths
-from gptlab.data.sources.base import DataFormatError, decode_bytes
+from gptlab.data.sources import check_format, split_paths
+from gptlab.data.sources.base import DataFormatError
 from gptlab.data.sources.documents import corpus_splits, document_source, sha256_file
-from gptlab.data.sources.files import FILE_FORMATS, read_parquet
+from gptlab.data.sources.files import FILE_FORMATS
 from gptlab.data.sources.records import check_fields
-from gptlab.data.tokenize import EOT_TOKENS, TOKEN_DTYPE, encode, last_safe_cut, safe_cut
+from gptlab.data.tokenize import last_safe_cut, safe_cut
 from gptlab.tasks.spec import TaskSpec
 
 UNIT_BYTES = 2**20
@@ -54,7 +50,7 @@ UNIT_ROWS = 4096
 RACY_SECONDS = 2
 OUTPUTS = ("train", "val")
 # Formats whose files are cut into byte ranges at line ends; ``text`` is cut at safe cuts.
-_LINE_FORMATS = ("lines", "jsonl")
+LINE_FORMATS = ("lines", "jsonl")
 
 
 HASHED_CHARS = 256
@@ -161,7 +157,7 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
     fingerprint |= {"fields": reading.fields, "encoding": reading.options.get("encoding", "utf-8"),
                     "files": {s: [str(p) for p in ps] for s, ps in paths.items()}, "unit_bytes": unit_bytes}  # fmt: skip
     encoding = str(reading.options.get("encoding", "utf-8"))
-    if spec.format in ("text", *_LINE_FORMATS) and not _ascii_compatible(encoding):
+    if spec.format in ("text", *LINE_FORMATS) and not _ascii_compatible(encoding):
         raise DataFormatError(
             f"task {spec.name!r}: task.options.encoding={encoding!r} is not ASCII-compatible; a corpus "
             "is read in pieces cut at ASCII bytes (UTF-8 and single-byte codecs such as cp1252 are)"
@@ -212,7 +208,7 @@ def _file_units(spec: TaskSpec, paths: dict[str, list[Path]], unit_bytes: int) -
                     yield from _text_units(split, "train", path, 0, size, unit_bytes, True, True)
             elif spec.format == "text":
                 yield from _text_units(split, output or outputs[path], path, 0, size, unit_bytes, True, True)
-            elif spec.format in _LINE_FORMATS:
+            elif spec.format in LINE_FORMATS:
                 yield from _line_units(split, output, path, size, unit_bytes)
             elif spec.format == "parquet":
                 yield from (Unit(split, output, str(path), g, g + 1) for g in range(_row_groups(path)))
@@ -305,121 +301,3 @@ def _row_batches(docs: Any) -> Iterator[Callable[[], tuple[str, ...]]]:
 
 def _texts(rows: Any) -> list[str]:
     return rows["text"] if isinstance(rows, dict) else rows
-
-
-# ----------------------------------------------------------------------------- in a worker
-
-
-class UnitError(Exception):
-    """A unit's data is malformed: ``message`` names ``line``, counted from the unit's first byte,
-    as ``<path>, line <line>``; the caller, who can count the lines before it, makes it absolute."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(line, message)
-        self.line, self.message = line, message
-
-
-# (output "train"/"val", text, starts a document, ends a document)
-Piece = tuple[str, str, bool, bool]
-
-
-def unit_bytes(reading: Reading, unit: Unit) -> bytes | None:
-    """The bytes of a file that ``unit`` reads (None for a Parquet row group or rows of texts)."""
-    if unit.path is None or reading.spec.format == "parquet":
-        return None
-    with open(unit.path, "rb") as f:
-        f.seek(unit.start)
-        return f.read(unit.end - unit.start)
-
-
-def digest_of(data: bytes | None) -> str | None:
-    """What a step records of a unit's bytes, to keep its shards when another part of its file changes
-    (a check against edits, not against an adversary: crc32 and length, four times faster than sha256)."""
-    return None if data is None else f"{zlib.crc32(data):08x}{len(data):016x}"
-
-
-def unit_pieces(reading: Reading, unit: Unit, data: bytes | None = None) -> tuple[list[Piece], int]:
-    """The documents (or, for ``text``, the piece of one) of ``unit``, each with its output split,
-    and the blank lines skipped reading it; ``data``: its ``unit_bytes``, when already read."""
-    spec = reading.spec
-
-    def documents(texts: list[str]) -> list[Piece]:
-        if unit.output is not None:
-            return [(unit.output, text, True, True) for text in texts]
-        held = held_out(texts, spec.val_fraction, unit.whole_corpus)
-        return [("val" if h else "train", text, True, True) for text, h in zip(texts, held)]
-
-    if unit.path is None:
-        return documents(list(unit.texts)), 0
-    path = Path(unit.path)
-    if spec.format == "parquet":
-        raw = read_parquet(spec, path, reading.fields, reading.options, row_group=unit.start)
-        return documents([e["text"] for e in raw.examples]), 0
-    data = unit_bytes(reading, unit) if data is None else data
-    assert data is not None
-    encoding = str(reading.options.get("encoding", "utf-8"))
-    try:
-        text = decode_bytes(data, path, encoding, describe(spec.format), file_start=unit.start == 0)
-        if spec.format == "text":
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-            return [(unit.output, text, unit.starts_document, unit.ends_document)], 0
-        if (fast := _line_documents(spec.format, reading.fields["text"], text)) is not None:
-            return documents(fast[0]), fast[1]
-        raw = FILE_FORMATS[spec.format].reader(spec, path, text, reading.fields, reading.options)
-    except DataFormatError as err:
-        found = str(err).removeprefix(f"{path}, line ")
-        if found == str(err) or unit.start == 0:  # no line, or counted from the file's start
-            raise
-        line = int(found.split(":", 1)[0].split(" ", 1)[0])
-        raise UnitError(line, str(err)) from None
-    return documents([e["text"] for e in raw.examples]), raw.blank_lines
-
-
-def _line_documents(fmt: str, key: Any, text: str) -> tuple[list[str], int] | None:
-    """The documents and blank lines of a ``lines`` or ``jsonl`` unit whose every record is well
-    formed (a JSON object with a string at top-level ``key``), as the format's reader gives them but
-    without its per-record bookkeeping (a tenth of a build's time goes to reading); None for any
-    other unit, which the reader then reads and reports on."""
-    if fmt not in _LINE_FORMATS:
-        return None
-    found = text.split("\n")
-    if found[-1] == "":  # the final newline ends no line
-        found.pop()
-    found = [line[:-1] if line.endswith("\r") else line for line in found]
-    kept = [line for line in found if line and not line.isspace()]
-    if fmt == "lines":
-        return kept, len(found) - len(kept)
-    try:
-        records = [json.loads(line) for line in kept]
-    except (ValueError, RecursionError):
-        return None
-    docs = [record.get(key) if isinstance(record, dict) else None for record in records]
-    if not all(isinstance(doc, str) for doc in docs):
-        return None
-    return docs, len(found) - len(kept)
-
-
-@dataclass
-class Encoded:
-    """A unit's tokens per output split (``EOT_ID`` after each document), its blank lines skipped
-    and the ``digest_of`` its bytes."""
-
-    tokens: dict[str, np.ndarray]
-    blank_lines: int
-    digest: str | None
-
-
-def encode_unit(reading: Reading, unit: Unit) -> Encoded:
-    """``unit``'s documents as tokens; a blank document adds nothing (it would be a lone EOT)."""
-    data = unit_bytes(reading, unit)
-    pieces, blank_lines = unit_pieces(reading, unit, data)
-    parts: dict[str, list[np.ndarray]] = {output: [] for output in OUTPUTS}
-    for output, text, starts, ends in pieces:
-        if starts and ends and (not text or text.isspace()):
-            continue
-        parts[output].append(encode(text))
-        if ends:
-            parts[output].append(EOT_TOKENS)
-    # one narrowing per unit rather than per document
-    tokens = {o: np.concatenate(p).astype(TOKEN_DTYPE) if p else np.zeros(0, TOKEN_DTYPE) for o, p in parts.items()}
-    return Encoded(tokens, blank_lines, digest_of(data))

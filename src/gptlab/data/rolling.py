@@ -36,7 +36,8 @@ from gptlab.bounds import NON_NEGATIVE, POSITIVE, check_arguments
 from gptlab.data.contract import TaskDataModule
 from gptlab.data.incontext import FILL_ID
 from gptlab.data.labeled import IndexedExamples
-from gptlab.data.corpus_units import plan_corpus, unit_pieces
+from gptlab.data.corpus_units import plan_corpus
+from gptlab.data.unit_encoding import unit_pieces
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
 from gptlab.tasks.spec import TaskSpec
 

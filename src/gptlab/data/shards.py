@@ -31,18 +31,13 @@ either check is rebuilt from its units, with a warning, to the recorded sha256.
 
 from __future__ import annotations
 
-import functools
-import gc
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 import zlib
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -51,11 +46,10 @@ from typing import Any
 import numpy as np
 
 from gptlab.atomic import TEMP_SUFFIX, temp_prefix, write_atomic
-from gptlab.data.corpus_units import (
-    OUTPUTS, Corpus, Encoded, Reading, Unit, UnitError, digest_of, encode_unit, unchanged, unit_bytes,
-)
-from gptlab.data.sources.base import DataFormatError
+from gptlab.data.corpus_units import OUTPUTS, Corpus, Unit, unchanged
+from gptlab.data.sources.documents import sha256_file
 from gptlab.data.tokenize import TOKEN_DTYPE
+from gptlab.data.unit_encoding import Encoded, digest_of, encode_from, unit_bytes
 
 log = logging.getLogger(__name__)
 
@@ -165,84 +159,6 @@ class _Step:
         return meta
 
 
-# ----------------------------------------------------------------------------- encoding units
-
-
-_worker_reading: Reading | None = None  # a worker's task, given once rather than with every unit
-
-
-def _start_worker(reading: Reading) -> None:
-    global _worker_reading
-    _worker_reading = reading
-
-
-def _encode_in_worker(unit: Unit) -> Encoded:
-    assert _worker_reading is not None
-    return encode_unit(_worker_reading, unit)
-
-
-def _encoded(
-    reading: Reading, units: Iterator[Unit], num_proc: int, on_threads: bool
-) -> Iterator[tuple[Unit, Encoded]]:
-    """Each unit with its tokens, in unit order, encoded in ``num_proc`` processes (threads of this
-    process when ``on_threads``; here when 1)."""
-    if num_proc <= 1:
-        for unit in units:
-            yield unit, encode_unit(reading, unit)
-        return
-    pool: Executor
-    if on_threads:
-        pool = ThreadPoolExecutor(num_proc)
-    else:
-        # fork: workers start at once and share the tokenizer already loaded; they use no threads.
-        # Frozen, the objects they inherit are skipped by their garbage collector, whose passes
-        # would otherwise write to (and so copy) every inherited page over a long build.
-        gc.freeze()
-        pool = ProcessPoolExecutor(
-            num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(reading,)
-        )
-    encode = functools.partial(encode_unit, reading) if on_threads else _encode_in_worker
-    try:
-        pending: deque = deque()
-        for unit in units:
-            pending.append((unit, pool.submit(encode, unit)))
-            if len(pending) >= 2 * num_proc:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-    finally:
-        pool.shutdown(cancel_futures=True)
-        if not on_threads:
-            gc.unfreeze()
-
-
-def _lines_before(path: str, offset: int) -> int:
-    count = 0
-    with open(path, "rb") as f:
-        while offset > 0 and (block := f.read(min(offset, 1 << 20))):
-            count += block.count(b"\n")
-            offset -= len(block)
-    return count
-
-
-def _encode_from(corpus: Corpus, first: int, num_proc: int, count: int | None = None) -> Iterator[tuple[Unit, Encoded]]:
-    """``_encoded`` of the units from index ``first`` on (``count`` of them, or all), a malformed
-    unit's error naming its line counted from the start of its file."""
-    done = 0
-    try:
-        units = islice(corpus.units(first), count)
-        for done, pair in enumerate(_encoded(corpus.reading, units, num_proc, corpus.on_threads), 1):
-            yield pair
-    except UnitError as err:
-        # results come in unit order: the failing unit is the one after the last encoded
-        failed = next(corpus.units(first + done))
-        path = str(failed.path)
-        line = _lines_before(path, failed.start) + err.line
-        raise DataFormatError(err.message.replace(f"{path}, line {err.line}", f"{path}, line {line}", 1)) from None
-
-
 # ----------------------------------------------------------------------------- building and checking
 
 
@@ -255,7 +171,7 @@ def build(corpus: Corpus, folder: Path, shard_tokens: int, num_proc: int) -> dic
     if steps:
         log.info("token cache %s: resuming after %d complete step(s)", folder, len(steps))
     step = _Step(folder, len(steps), steps[-1]["units"][1] if steps else 0)
-    for unit, encoded in _encode_from(corpus, step.end, num_proc):
+    for unit, encoded in encode_from(corpus, step.end, num_proc):
         step.add(unit, encoded)
         if step.full(shard_tokens):
             steps.append(step.close(corpus))
@@ -328,14 +244,6 @@ def _size_problem(path: Path, tokens: int) -> str | None:
     return None if size == tokens * _ITEMSIZE else f"{path.name} has {size} bytes where its step says {tokens * _ITEMSIZE}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_cache(corpus: Corpus, folder: Path, verify: bool) -> dict[str, Any] | None:
     """The manifest of a complete cache of ``corpus`` in ``folder``, its damaged steps rebuilt;
     None when there is no complete cache for the corpus as it is now."""
@@ -361,7 +269,7 @@ def open_cache(corpus: Corpus, folder: Path, verify: bool) -> dict[str, Any] | N
                 continue
             shard = folder / entry["file"]
             problem = _size_problem(shard, entry["tokens"])
-            if problem is None and verify and sha256_of(shard) != entry["sha256"]:
+            if problem is None and verify and sha256_file(shard) != entry["sha256"]:
                 problem = f"{shard.name}: sha256 differs from its step's"
             if problem:
                 log.warning("token cache %s: %s; rebuilding step %d", folder, problem, index)
@@ -375,7 +283,7 @@ def rebuild_step(corpus: Corpus, folder: Path, index: int) -> None:
     meta = json.loads((folder / _step_name(index)).read_text())
     first, end = meta["units"]
     step = _Step(folder, index, first)
-    for unit, encoded in _encode_from(corpus, first, 1, count=end - first):
+    for unit, encoded in encode_from(corpus, first, 1, count=end - first):
         step.add(unit, encoded)
     for output, shard in step.shards.items():
         entry, recorded = shard.close(), meta["shards"][output]

@@ -18,6 +18,7 @@ one corpus, and the weights hold exactly in every ``L`` positions.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -98,18 +99,9 @@ class MixtureSampler(StreamSampler):
     """``StreamSampler`` over the concatenated windows of several sources (``num_windows[s]`` each),
     position ``p`` mapped to a window as the module doc says."""
 
-    def __init__(
-        self,
-        num_windows: Sequence[int],
-        weights: Sequence[float],
-        seed: int,
-        start: int,
-        length: int,
-        resume: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        super().__init__(sum(num_windows), seed, start, length, resume, rank, world_size)
+    def __init__(self, num_windows: Sequence[int], weights: Sequence[float], seed: int, **stream: Any) -> None:
+        """``stream``: ``StreamSampler``'s ``start``, ``length``, ``resume``, ``rank`` and ``world_size``."""
+        super().__init__(sum(num_windows), seed, **stream)
         self.source_windows = list(num_windows)
         self.offsets = np.concatenate([[0], np.cumsum(num_windows)[:-1]]).astype(np.int64)
         self.slots, self.ranks, self.counts = mixture_pattern(weights, seed)

@@ -1,11 +1,11 @@
-"""An ``lm`` task's corpus: its documents per split, and a fingerprint that changes when they do.
+"""An ``lm`` task's corpus splits, and the documents of a corpus that is not read from local files.
 
-Local files are read by the same readers as every other task (``read_split``), each example's
-``text`` being one document; the ``embedded`` corpus needs no files and brings its own validation
-documents (``gptlab.data.corpus.is_held_out``); a Hub corpus stays a
-``datasets.Dataset`` (column ``text``) so that a large one is tokenized batch by batch. An ``lm``
-task reads a ``validation`` split only when it names one (``files.validation``, or for the Hub
-``hub.splits.validation``); otherwise the token cache holds out ``val_fraction`` of the corpus.
+Local files are read unit by unit (``gptlab.data.corpus_units``); the ``embedded`` corpus needs no
+files and brings its own validation documents (``gptlab.data.corpus.is_held_out``); a Hub corpus
+stays a ``datasets.Dataset`` (column ``text``), or a streamed ``IterableDataset``, so that a large one
+is tokenized batch by batch. An ``lm`` task reads a ``validation`` split only when it names one
+(``files.validation``, or for the Hub ``hub.splits.validation``); otherwise the token cache holds
+out ``val_fraction`` of the corpus.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptlab.data.sources import check_format, read_split, split_paths
+from gptlab.data.sources import check_format
 from gptlab.data.sources.base import DataFormatError
 from gptlab.data.sources.hub import hub_documents
 from gptlab.tasks.spec import TaskSpec
@@ -30,7 +30,7 @@ Documents = Any
 @dataclass(frozen=True)
 class DocumentSource:
     fingerprint: Any  # JSON-able; equal fingerprints mean equal documents
-    # (split -> its documents, split -> blank lines of its files skipped while reading them)
+    # (split -> its documents, split -> blank lines skipped while reading them)
     load: Callable[[], tuple[dict[str, Documents], dict[str, int]]]
 
 
@@ -56,7 +56,7 @@ def corpus_splits(spec: TaskSpec) -> list[str]:
 
 
 def document_source(spec: TaskSpec) -> DocumentSource:
-    """Where an ``lm`` task's documents come from, read lazily by ``load``."""
+    """Where the documents of an ``embedded`` or ``hub`` corpus come from, read lazily by ``load``."""
     check_format(spec)
     if spec.format == "embedded":
         from gptlab.data.corpus import demo_corpus_splits
@@ -72,20 +72,4 @@ def document_source(spec: TaskSpec) -> DocumentSource:
             {"hub": {split: fingerprint for split, (_, fingerprint) in loaded.items()}},
             lambda: ({split: ds for split, (ds, _) in loaded.items()}, {}),  # rows: no lines to skip
         )
-    paths = {split: split_paths(spec, split) for split in splits}
-    data_dir = Path(str(spec.data_dir)).expanduser()
-    fingerprint = {
-        "format": spec.format,
-        "fields": spec.fields_or_defaults,
-        "encoding": spec.options.get("encoding", "utf-8"),
-        "files": {s: [[str(p.relative_to(data_dir)), sha256_file(p)] for p in ps] for s, ps in paths.items()},
-    }
-
-    def load() -> tuple[dict[str, Documents], dict[str, int]]:
-        raws = {split: read_split(spec, split) for split in splits}
-        return (
-            {split: [example["text"] for example in raw.examples] for split, raw in raws.items()},
-            {split: raw.blank_lines for split, raw in raws.items()},
-        )
-
-    return DocumentSource(fingerprint, load)
+    raise DataFormatError(f"task {spec.name!r}: format {spec.format!r} is read from local files (gptlab.data.corpus_units)")
