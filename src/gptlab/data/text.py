@@ -1,12 +1,14 @@
 """Pre-training data: an ``lm`` task's token shards (``gptlab.data.token_cache``) -> (x, y) windows.
 
-**Train stream.** Each train shard is cut into non-overlapping windows of ``block_size + 1`` tokens
-at stride ``block_size`` (``x = w[:-1]``, ``y = w[1:]``), ``N`` windows in all. The stream is endless: global
-sample position ``p`` reads window ``perm_e[p % N]`` with ``e = p // N`` and ``perm_e`` a permutation
-seeded by ``(seed, e)``, so each window is seen once per data epoch. Under DDP rank ``r`` of ``W``
-takes positions ``begin + r, begin + r + W, ...``. A fit reads ``length`` positions from
-``start_sample`` as one Lightning epoch; the datamodule's ``state_dict`` records how far training
-got, so a resumed fit continues the stream exactly where the checkpoint was taken.
+**Windows.** Each train shard is cut into non-overlapping windows of ``block_size + 1`` tokens at
+stride ``block_size`` (``x = w[:-1]``, ``y = w[1:]``); a window never spans two shards.
+
+**Train stream** (``gptlab.data.stream``). Endless: global sample position ``p`` reads one window,
+each window once per data epoch, in an order seeded by the run's seed; under DDP rank ``r`` of
+``W`` takes positions ``begin + r, begin + r + W, ...``. A task of format ``mixture`` interleaves
+its sources' windows by weight. A fit reads ``length`` positions from ``start_sample`` as one
+Lightning epoch; the datamodule's ``state_dict`` records how far training got, so a resumed fit
+continues the stream exactly where the checkpoint was taken.
 """
 
 from __future__ import annotations

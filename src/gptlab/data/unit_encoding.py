@@ -102,7 +102,7 @@ def _line_documents(fmt: str, key: Any, text: str) -> tuple[list[str], int] | No
     formed (a JSON object with a string at top-level ``key``), as the format's reader gives them but
     without its per-record bookkeeping (a tenth of a build's time goes to reading); None for any
     other unit, which the reader then reads and reports on."""
-    if fmt not in LINE_FORMATS:
+    if fmt not in LINE_FORMATS or not isinstance(key, str):  # a list of keys is joined by the reader
         return None
     found = text.split("\n")
     if found[-1] == "":  # the final newline ends no line
