@@ -40,8 +40,8 @@ from gptlab.data.sources.records import check_fields
 from gptlab.data.tokenize import last_safe_cut, safe_cut
 from gptlab.tasks.spec import TaskSpec
 
-UNIT_BYTES = 2**20
-# A corpus of less than 32 MiB is cut into 32 units of at least 64 KiB, so its few units still
+UNIT_BYTES = 4 * 2**20
+# A corpus of less than 128 MiB is cut into 32 units of at least 64 KiB, so its few units still
 # spread over the processes; and below THREADS_BELOW_BYTES it is encoded on threads of the main
 # process (tiktoken releases the GIL) rather than paying for starting processes.
 MIN_UNIT_BYTES, SMALL_CORPUS_UNITS = 2**16, 32
