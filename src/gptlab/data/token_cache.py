@@ -5,7 +5,7 @@ Every document is tokenized once (GPT-2 BPE, ``EOT_ID`` after each) into uint16 
 tokens depend on: the corpus's format, fields, encoding and file names (or Hub dataset),
 ``val_fraction``, the unit sizes, ``shard_tokens``, the tokenizer and ``CACHE_VERSION``. The files'
 sizes and mtimes are checked against the cache's manifest at every start, so a changed file is
-read again (from the first step that read it) without hashing the corpus. How the documents are
+read again (from the first step whose bytes changed) without hashing the corpus. How the documents are
 read and split is ``gptlab.data.corpus_units``.
 """
 
