@@ -267,3 +267,18 @@ def test_a_resumed_fit_continues_a_stream_over_many_shards_exactly(tmp_path, sma
     resumed = fit(make_dm(tmp_path, task), tmp_path / "ckpt2", ckpt_path=ckpt, max_steps=12)
     assert len(resumed.batches) == 6
     assert all(a.equal(b) for a, b in zip(first.batches[6:], resumed.batches, strict=True))
+
+
+def test_a_parquet_corpus_is_read_by_row_group_and_a_bad_row_is_named_by_its_table_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": DOCS[:100]}), tmp_path / "a.parquet", row_group_size=7)
+    task = {"format": "parquet", "files": {"train": "a.parquet", "validation": "a.parquet"}, "fields": {"text": "body"}}
+    dm = make_dm(tmp_path, task)
+    dm.setup()
+    assert tokens_of(dm, "train") == expected_tokens(DOCS[:100])
+    assert len(list(corpus_units.plan_corpus(dm.spec).units(0))) == 2 * 15  # 15 row groups per split
+    pq.write_table(pa.table({"body": [*DOCS[:40], None, *DOCS[41:100]]}), tmp_path / "b.parquet", row_group_size=7)
+    with pytest.raises(DataFormatError, match=r"b\.parquet, row 41: field 'text' is None, not a string"):
+        make_dm(tmp_path, {**task, "files": {"train": "b.parquet"}}).setup()
