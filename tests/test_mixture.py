@@ -135,3 +135,14 @@ def test_a_mixture_key_on_another_format_and_rolling_perplexity_of_a_mixture_are
 
     with pytest.raises(ValueError, match="is a mixture of corpora.*apples, pears"):
         validation_documents(TaskSpec.from_config(task))
+
+
+def test_a_resumed_fit_continues_a_mixed_stream_exactly(tmp_path):
+    from test_text_data import fit  # the Lightning fit that records its batches
+
+    task = mixture_task(tmp_path)
+    first = fit(make_dm(tmp_path, task), tmp_path / "ckpt", max_steps=9)
+    (ckpt,) = (tmp_path / "ckpt").glob("*step=6.ckpt")
+    resumed = fit(make_dm(tmp_path, task), tmp_path / "ckpt2", ckpt_path=ckpt, max_steps=9)
+    assert len(resumed.batches) == 3
+    assert all(a.equal(b) for a, b in zip(first.batches[6:], resumed.batches, strict=True))
