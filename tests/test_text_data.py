@@ -251,12 +251,13 @@ def test_cutting_keeps_the_ids_of_real_corpora(shared_data, file):
     assert ids_of_parts(data, cuts) == whole
 
 
-def test_encode_documents_equals_encode_ordinary_per_document():
+def test_the_cache_holds_encode_ordinary_of_each_document(tmp_path):
     docs = adversarial_texts(200, seed=1) + ["", "  \n", "x" * 5000, " word" * 900]
-    encoded = tokenize.encode_documents(docs)
-    assert encoded.dtype == np.uint16
-    assert encoded.tolist() == expected_tokens([d for d in docs if d.strip()])  # blank ones add nothing
-    assert tokenize.encode_documents(["", " "]).size == 0
+    write_lines(tmp_path, docs)
+    dm = make_dm(tmp_path, {"format": "jsonl", "files": {"train": "train.jsonl", "validation": "train.jsonl"}})
+    dm.setup()
+    assert dm.shards("train")[0].path.stat().st_size == 2 * dm.num_train_tokens  # uint16
+    assert split_tokens(dm, "train") == expected_tokens([d for d in docs if d.strip()])  # blank ones add nothing
 
 
 # ----------------------------------------------------------------------------- the stream

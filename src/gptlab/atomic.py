@@ -17,29 +17,49 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
+class AtomicFile:
+    """A file written in as many calls as needed and put in place at once.
 
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
-    renamed over ``path`` (``os.replace`` is atomic within one file system). A process killed
-    before the rename leaves ``path`` untouched and only a hidden ``.<name>.*.tmp`` file behind.
+    The bytes go to a hidden temporary file in ``path``'s directory; ``commit`` flushes it to disk
+    and renames it over ``path`` (``os.replace`` is atomic within one file system), ``discard``
+    removes it. A process killed before the rename leaves ``path`` untouched and only a hidden
+    ``.<name>.*.tmp`` file behind.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path), suffix=TEMP_SUFFIX)
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self.tmp, 0o644)  # mkstemp makes it private; caches and runs may be shared between users
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_directory(self.path.parent)
+
+    def discard(self) -> None:
+        self.file.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` as one ``AtomicFile``."""
+    out = AtomicFile(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; caches and runs may be shared between users
-        os.replace(tmp, path)
+        if callable(data):
+            data(out.file)
+        else:
+            out.file.write(data)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        out.discard()
         raise
-    _fsync_directory(path.parent)
+    out.commit()
 
 
 def _fsync_directory(directory: Path) -> None:

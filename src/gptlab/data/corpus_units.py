@@ -1,8 +1,9 @@
 """An ``lm`` task's corpus as a fixed sequence of work units, and what one unit holds.
 
 A **unit** is a piece of the corpus small enough to read, decode and tokenize in one go: a byte
-range of a ``text``, ``lines`` or ``jsonl`` file (about ``UNIT_BYTES``, less for a small corpus, cut at a line end, or for
-``text`` at a ``safe_cut``, so a long document is encoded in pieces with the ids of the whole), a
+range of a ``text``, ``lines`` or ``jsonl`` file (about ``UNIT_BYTES``, less for a small corpus; cut
+at a line end, or for ``text`` at a ``safe_cut``, so a long document is encoded in pieces with the
+ids of the whole), a
 Parquet row group, a whole ``json`` file (a JSON array cannot be cut), or ``UNIT_ROWS`` documents of
 a Hub dataset or the embedded corpus. The units depend only on the corpus, never on how many
 processes encode them, so a cache built with any ``num_proc`` is the same. A worker process reads
@@ -11,13 +12,13 @@ process.
 
 **Splits.** Where the task names a ``validation`` split, its documents are the ``val`` tokens.
 Otherwise ``val_fraction`` of the documents are held out by ``held_out``: a hash of the
-document's text (its length and head; its file name for ``text``, where a document is a file), so the held-out set is
-fixed by the corpus alone (not the run's seed, not the order of the files, not their number), a
-duplicated document is never on both sides, and it is decided while streaming. A corpus read in one
-unit (or a few ``text`` files) that this leaves without a held-out document holds out the one with
-the smallest hash. A corpus of one
-``text`` file holds out its last ``val_fraction`` of bytes instead, from the nearest safe cut on
-(the first after that point, or else the last before it).
+document's text (its length and head; its file name for ``text``, where a document is a file), so
+the held-out set is fixed by the corpus alone (not the run's seed, not the order of the files, not
+their number), a duplicated document is never on both sides, and it is decided while streaming. A
+corpus read in one unit (or a few ``text`` files) that this leaves without a held-out document
+holds out the one with the smallest hash. A corpus of one ``text`` file holds out its last
+``val_fraction`` of bytes instead, from the nearest safe cut on (the first after that point, or
+else the last before it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.data.sources import check_format, split_paths
-from gptlab.data.sources.base import DataFormatError
+from gptlab.data.sources.base import DataFormatError, encoding_of
 from gptlab.data.sources.documents import corpus_splits, document_source, sha256_file
 from gptlab.data.sources.files import FILE_FORMATS
 from gptlab.data.sources.records import check_fields
@@ -152,11 +153,11 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
         return _row_corpus(spec, reading, splits, fingerprint)
     paths = {split: split_paths(spec, split) for split in splits}
     files = {str(p): file_identity(p) for ps in paths.values() for p in ps}
-    size = sum(identity[0] for identity in files.values())
-    unit_bytes = min(UNIT_BYTES, max(MIN_UNIT_BYTES, size // SMALL_CORPUS_UNITS))
-    fingerprint |= {"fields": reading.fields, "encoding": reading.options.get("encoding", "utf-8"),
-                    "files": {s: [str(p) for p in ps] for s, ps in paths.items()}, "unit_bytes": unit_bytes}  # fmt: skip
-    encoding = str(reading.options.get("encoding", "utf-8"))
+    sizes = {p: files[str(p)][0] for ps in paths.values() for p in ps}  # as planned, even if a file grows
+    unit_bytes = min(UNIT_BYTES, max(MIN_UNIT_BYTES, sum(sizes.values()) // SMALL_CORPUS_UNITS))
+    encoding = encoding_of(reading.options)
+    fingerprint |= {"fields": reading.fields, "encoding": encoding, "unit_bytes": unit_bytes,
+                    "files": {s: [str(p) for p in ps] for s, ps in paths.items()}}  # fmt: skip
     if spec.format in ("text", *LINE_FORMATS) and not _ascii_compatible(encoding):
         raise DataFormatError(
             f"task {spec.name!r}: task.options.encoding={encoding!r} is not ASCII-compatible; a corpus "
@@ -164,9 +165,9 @@ def plan_corpus(spec: TaskSpec) -> Corpus:
         )
 
     def units(skip: int) -> Iterator[Unit]:
-        return islice(_marking_a_whole_corpus(_file_units(spec, paths, unit_bytes)), skip, None)
+        return islice(_marking_a_whole_corpus(_file_units(spec, paths, sizes, unit_bytes)), skip, None)
 
-    return Corpus(reading, fingerprint, files, units, on_threads=size < THREADS_BELOW_BYTES)
+    return Corpus(reading, fingerprint, files, units, on_threads=sum(sizes.values()) < THREADS_BELOW_BYTES)
 
 
 def _reading(spec: TaskSpec) -> Reading:
@@ -184,7 +185,9 @@ def _ascii_compatible(encoding: str) -> bool:
         raise DataFormatError(f"unknown encoding {encoding!r} (task.options.encoding)") from None
 
 
-def _file_units(spec: TaskSpec, paths: dict[str, list[Path]], unit_bytes: int) -> Iterator[Unit]:
+def _file_units(
+    spec: TaskSpec, paths: dict[str, list[Path]], sizes: dict[Path, int], unit_bytes: int
+) -> Iterator[Unit]:
     has_validation = "validation" in paths
     single = spec.format == "text" and not has_validation and len(paths["train"]) == 1
     if spec.format == "text" and not has_validation:  # a document is a file: held out by its name
@@ -195,7 +198,7 @@ def _file_units(spec: TaskSpec, paths: dict[str, list[Path]], unit_bytes: int) -
     for split, files in paths.items():
         output = ("train" if split == "train" else "val") if has_validation else None
         for path in files:
-            size = path.stat().st_size
+            size = sizes[path]
             if single:
                 with open(path, "rb") as f:
                     target = size - int(spec.val_fraction * size)
@@ -281,7 +284,7 @@ def _row_corpus(spec: TaskSpec, reading: Reading, splits: list[str], fingerprint
                 index += 1
 
     def marked(skip: int) -> Iterator[Unit]:
-        return islice(_marking_a_whole_corpus(units(0)), skip, None) if skip == 0 else units(skip)
+        return _marking_a_whole_corpus(units(0)) if skip == 0 else units(skip)  # skipping reads no rows
 
     # the embedded corpus is a list already in memory; a Hub corpus may be of any size
     return Corpus(reading, fingerprint | {"source": source.fingerprint}, {}, marked, on_threads=spec.format == "embedded")

@@ -34,8 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from gptlab.atomic import TEMP_SUFFIX, temp_prefix, write_atomic
+from gptlab.atomic import TEMP_SUFFIX, AtomicFile, write_atomic
 from gptlab.data.corpus_units import OUTPUTS, Corpus, Unit, unchanged
 from gptlab.data.sources.documents import sha256_file
 from gptlab.data.tokenize import TOKEN_DTYPE
@@ -82,21 +80,20 @@ def _shard_name(output: str, step: int) -> str:
 
 
 class _ShardFile:
-    """One shard being written: a hidden temporary file, renamed into place by ``close``."""
+    """One shard being written: an ``AtomicFile`` (opened with its first tokens), put in place by ``close``."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.tokens, self.crcs, self._crc = path, 0, [], 0
         self._sha = hashlib.sha256()
-        self._file: Any = None
+        self._file: AtomicFile | None = None
 
     def write(self, tokens: np.ndarray) -> None:
         if not len(tokens):
             return
         if self._file is None:
-            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path), suffix=TEMP_SUFFIX)
-            self._file = os.fdopen(fd, "wb")
+            self._file = AtomicFile(self.path)
         data = memoryview(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
-        self._file.write(data)
+        self._file.file.write(data)
         self._sha.update(data)
         while data:  # the crc32 of each BLOCK_TOKENS block
             take = (BLOCK_TOKENS - self.tokens % BLOCK_TOKENS) * _ITEMSIZE
@@ -113,11 +110,7 @@ class _ShardFile:
             return None
         if self.tokens % BLOCK_TOKENS:
             self.crcs.append(self._crc)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.path)
+        self._file.commit()
         return {"file": self.path.name, "tokens": self.tokens, "sha256": self._sha.hexdigest(), "crc32": self.crcs}
 
 

@@ -1,10 +1,9 @@
-"""Texts -> uint16 GPT-2 ids with ``EOT_ID`` after each document, and where a long document may be
+"""A text's GPT-2 ids (``encode``), the dtype they are cached in, and where a long document may be
 cut so that its parts encode to the ids of the whole (``safe_cut``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import BinaryIO
 
 import numpy as np
@@ -26,13 +25,6 @@ def encode(text: str) -> np.ndarray:
     plain text); callers narrow a batch of them to ``TOKEN_DTYPE`` at once."""
     # encode_to_numpy releases the GIL and makes no Python ints.
     return get_tokenizer().encode_to_numpy(text, disallowed_special=())
-
-
-def encode_documents(texts: Iterable[str]) -> np.ndarray:
-    """``texts`` as one uint16 token array, ``EOT_ID`` after each; blank texts are skipped (they would
-    only add a lone EOT)."""
-    parts = [part for text in texts if text and not text.isspace() for part in (encode(text), EOT_TOKENS)]
-    return np.concatenate(parts).astype(TOKEN_DTYPE) if parts else np.zeros(0, TOKEN_DTYPE)
 
 
 def safe_cut(f: BinaryIO, position: int, end: int) -> int:

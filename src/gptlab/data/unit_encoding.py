@@ -27,7 +27,7 @@ import numpy as np
 
 from gptlab.data.corpus_units import OUTPUTS, LINE_FORMATS, Corpus, Reading, Unit, held_out
 from gptlab.data.sources import describe
-from gptlab.data.sources.base import DataFormatError, decode_bytes
+from gptlab.data.sources.base import DataFormatError, Raw, decode_bytes, encoding_of, numbered_lines
 from gptlab.data.sources.files import FILE_FORMATS, read_parquet
 from gptlab.data.tokenize import EOT_TOKENS, TOKEN_DTYPE, encode
 
@@ -79,7 +79,7 @@ def unit_pieces(reading: Reading, unit: Unit, data: bytes | None = None) -> tupl
         return documents([e["text"] for e in raw.examples]), 0
     data = unit_bytes(reading, unit) if data is None else data
     assert data is not None
-    encoding = str(reading.options.get("encoding", "utf-8"))
+    encoding = encoding_of(reading.options)
     try:
         text = decode_bytes(data, path, encoding, describe(spec.format), file_start=unit.start == 0)
         if spec.format == "text":
@@ -104,13 +104,10 @@ def _line_documents(fmt: str, key: Any, text: str) -> tuple[list[str], int] | No
     other unit, which the reader then reads and reports on."""
     if fmt not in LINE_FORMATS or not isinstance(key, str):  # a list of keys is joined by the reader
         return None
-    found = text.split("\n")
-    if found[-1] == "":  # the final newline ends no line
-        found.pop()
-    found = [line[:-1] if line.endswith("\r") else line for line in found]
-    kept = [line for line in found if line and not line.isspace()]
+    counted = Raw("")  # its blank_lines, as the readers count them
+    kept = [line for _, line in numbered_lines(text, counted, whitespace_is_blank=True)]
     if fmt == "lines":
-        return kept, len(found) - len(kept)
+        return kept, counted.blank_lines
     try:
         records = [json.loads(line) for line in kept]
     except (ValueError, RecursionError):
@@ -118,7 +115,7 @@ def _line_documents(fmt: str, key: Any, text: str) -> tuple[list[str], int] | No
     docs = [record.get(key) if isinstance(record, dict) else None for record in records]
     if not all(isinstance(doc, str) for doc in docs):
         return None
-    return docs, len(found) - len(kept)
+    return docs, counted.blank_lines
 
 
 @dataclass

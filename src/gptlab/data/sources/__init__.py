@@ -49,7 +49,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from gptlab.data.sources.base import DataFormatError, Loc, Raw, decode
+from gptlab.data.sources.base import DataFormatError, Loc, Raw, decode, encoding_of
 from gptlab.data.sources.files import ANY_ANSWER, FILE_FORMATS, read_parquet
 from gptlab.data.sources.hub import read_hub
 from gptlab.data.sources.labels import encode_labels, label_set, needs_label_set, train_subset
@@ -192,7 +192,7 @@ def _read_files(spec: TaskSpec, split: str) -> Raw:
         if fmt.reader is None:
             raw.extend(read_parquet(spec, path, fields, options))
             continue
-        text = decode(path, str(options.get("encoding", "utf-8")), describe(spec.format))
+        text = decode(path, encoding_of(options), describe(spec.format))
         raw.extend(fmt.reader(spec, path, text, fields, options))
     return raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 
@@ -47,6 +48,11 @@ class Raw:
         self.locs += other.locs
         self.tags_on_lines = self.tags_on_lines or other.tags_on_lines
         self.blank_lines += other.blank_lines
+
+
+def encoding_of(options: Mapping[str, Any]) -> str:
+    """The text encoding a task's ``options`` name (``task.options.encoding``), UTF-8 by default."""
+    return str(options.get("encoding", "utf-8"))
 
 
 def decode(path: Path, encoding: str, expected: str) -> str:
