@@ -253,7 +253,7 @@ def measure(args: Any, workdir: Path) -> Any:
             f"One build per corpus ({'quick sizes: ' + ', '.join(f'{v / 1e6:g} MB' for v in sizes.values()) if args.quick else 'each takes minutes'}), "
             f"num_proc={NUM_PROC}, default units and shard size, each in a fresh process; a corpus "
             "is read, split (val_fraction 0.1, by a hash of each document), tokenized and written as shards with "
-            "their sha256 and block crc32s. Memory: peak PSS of the build's processes together (see the script's "
+            "their block crc32s. Memory: peak PSS of the build's processes together (see the script's "
             "doc); 'before' is the main process alone before the build, having imported gptlab (and with it "
             "torch, as a training run has).",
             "Peer: tiktoken's `encode_to_numpy` alone on the same processes over the same documents, read and "

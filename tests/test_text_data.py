@@ -386,7 +386,7 @@ def test_a_cache_hit_neither_tokenizes_nor_hashes(tmp_path, monkeypatch):
         raise AssertionError("tokenized or hashed again instead of reading the cache")
 
     monkeypatch.setattr(unit_encoding, "encode_unit", no)
-    monkeypatch.setattr(shards, "sha256_file", no)
+    monkeypatch.setattr(shards, "block_crcs", no)
     dm = make_dm(tmp_path, task)
     dm.setup()
     assert (dm.num_train_tokens, dm.num_val_tokens) == (built.num_train_tokens, built.num_val_tokens) > (0, 0)

@@ -231,7 +231,7 @@ def test_a_shard_that_cannot_be_rebuilt_as_recorded_is_an_error(tmp_path, small_
     folder = dm.shards("train")[0].path.parent
     meta_path = folder / "step-000001.json"
     meta = json.loads(meta_path.read_text())
-    meta["shards"]["train"]["sha256"] = "0" * 64  # as if the corpus changed since, keeping sizes and mtimes
+    meta["shards"]["train"]["crc32"][0] ^= 1  # as if the corpus changed since, keeping sizes and mtimes
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(shards.CorruptCacheError, match="step 1 rebuilt to other tokens"):
         shards.rebuild_step(corpus_units.plan_corpus(dm.spec), folder, 1)

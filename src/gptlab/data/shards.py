@@ -5,8 +5,8 @@
 - ``train-000000.bin``, ``val-000000.bin``, ...: the tokens of one build *step* per output split
   (absent when the step has none for it);
 - ``step-000000.json``: the step's sidecar, written after its shards (it is what marks the step
-  complete): the units it encoded (``[first, end)``), each shard's token count, sha256 and the
-  crc32 of every ``BLOCK_TOKENS`` block, the blank lines skipped per corpus split, and the size and
+  complete): the units it encoded (``[first, end)``), each shard's token count and the crc32 of
+  every ``BLOCK_TOKENS`` block (the one record of its contents), the blank lines skipped per corpus split, and the size and
   mtime of every file it read;
 - ``manifest.json``, written last: the build is complete, with every shard and the files read.
 
@@ -24,9 +24,9 @@ it read did not (a digest of each unit's bytes), so fixing a malformed line, or 
 file, costs only the steps from there on.
 
 **Cache hits** check sizes, not contents: the manifest, the files' sizes and mtimes, each shard's
-size (``verify=True`` also hashes every shard). Contents are checked when read: ``ShardReader``
-checks the crc32 of each block the first time a process reads it, and a step whose shard fails
-either check is rebuilt from its units, with a warning, to the recorded sha256.
+size (``verify=True`` also checks every block's crc32). Contents are checked when read:
+``ShardReader`` checks the crc32 of each block the first time a process reads it, and a step whose
+shard fails either check is rebuilt from its units, with a warning, to the recorded crc32s.
 """
 
 from __future__ import annotations
@@ -45,14 +45,13 @@ import numpy as np
 
 from gptlab.atomic import TEMP_SUFFIX, AtomicFile, write_atomic
 from gptlab.data.corpus_units import OUTPUTS, Corpus, Unit, unchanged
-from gptlab.data.sources.documents import sha256_file
 from gptlab.data.tokenize import TOKEN_DTYPE
 from gptlab.data.unit_encoding import Encoded, digest_of, encode_from, unit_bytes
 
 log = logging.getLogger(__name__)
 
 # Bump when the files this module writes would change for the same corpus.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 BLOCK_TOKENS = 1 << 20  # the unit of crc32 checks when reading: 2 MiB
 MANIFEST = "manifest.json"
 _ITEMSIZE = np.dtype(TOKEN_DTYPE).itemsize
@@ -66,7 +65,6 @@ class CorruptCacheError(RuntimeError):
 class Shard:
     path: Path
     tokens: int
-    sha256: str
     crc32: tuple[int, ...]
     step: int
 
@@ -84,7 +82,6 @@ class _ShardFile:
 
     def __init__(self, path: Path) -> None:
         self.path, self.tokens, self.crcs, self._crc = path, 0, [], 0
-        self._sha = hashlib.sha256()
         self._file: AtomicFile | None = None
 
     def write(self, tokens: np.ndarray) -> None:
@@ -94,7 +91,6 @@ class _ShardFile:
             self._file = AtomicFile(self.path)
         data = memoryview(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
         self._file.file.write(data)
-        self._sha.update(data)
         while data:  # the crc32 of each BLOCK_TOKENS block
             take = (BLOCK_TOKENS - self.tokens % BLOCK_TOKENS) * _ITEMSIZE
             self._crc = zlib.crc32(data[:take], self._crc)
@@ -111,7 +107,7 @@ class _ShardFile:
         if self.tokens % BLOCK_TOKENS:
             self.crcs.append(self._crc)
         self._file.commit()
-        return {"file": self.path.name, "tokens": self.tokens, "sha256": self._sha.hexdigest(), "crc32": self.crcs}
+        return {"file": self.path.name, "tokens": self.tokens, "crc32": self.crcs}
 
 
 class _Step:
@@ -237,6 +233,12 @@ def _size_problem(path: Path, tokens: int) -> str | None:
     return None if size == tokens * _ITEMSIZE else f"{path.name} has {size} bytes where its step says {tokens * _ITEMSIZE}"
 
 
+def block_crcs(path: Path) -> list[int]:
+    """The crc32 of each ``BLOCK_TOKENS`` block of the shard at ``path``, as its step records them."""
+    with open(path, "rb") as f:
+        return [zlib.crc32(block) for block in iter(lambda: f.read(BLOCK_TOKENS * _ITEMSIZE), b"")]
+
+
 def open_cache(corpus: Corpus, folder: Path, verify: bool) -> dict[str, Any] | None:
     """The manifest of a complete cache of ``corpus`` in ``folder``, its damaged steps rebuilt;
     None when there is no complete cache for the corpus as it is now."""
@@ -262,8 +264,8 @@ def open_cache(corpus: Corpus, folder: Path, verify: bool) -> dict[str, Any] | N
                 continue
             shard = folder / entry["file"]
             problem = _size_problem(shard, entry["tokens"])
-            if problem is None and verify and sha256_file(shard) != entry["sha256"]:
-                problem = f"{shard.name}: sha256 differs from its step's"
+            if problem is None and verify and block_crcs(shard) != entry["crc32"]:
+                problem = f"{shard.name}: a block's crc32 differs from its step's"
             if problem:
                 log.warning("token cache %s: %s; rebuilding step %d", folder, problem, index)
                 rebuild_step(corpus, folder, index)
@@ -280,7 +282,7 @@ def rebuild_step(corpus: Corpus, folder: Path, index: int) -> None:
         step.add(unit, encoded)
     for output, shard in step.shards.items():
         entry, recorded = shard.close(), meta["shards"][output]
-        if (entry and entry["sha256"]) != (recorded and recorded["sha256"]):
+        if (entry and entry["crc32"]) != (recorded and recorded["crc32"]):
             raise CorruptCacheError(
                 f"token cache {folder}: step {index} rebuilt to other tokens than it recorded; delete the "
                 "folder to build it again"
@@ -294,7 +296,7 @@ def shard_lists(folder: Path, manifest: dict[str, Any]) -> dict[str, list[Shard]
         for output, entry in step["shards"].items():
             if entry:
                 shards[output].append(
-                    Shard(folder / entry["file"], entry["tokens"], entry["sha256"], tuple(entry["crc32"]), index)
+                    Shard(folder / entry["file"], entry["tokens"], tuple(entry["crc32"]), index)
                 )
     return shards
 

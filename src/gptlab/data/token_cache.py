@@ -61,7 +61,7 @@ def token_shards(
     spec: TaskSpec, cache_dir: Path, num_proc: int, shard_tokens: int = DEFAULT_SHARD_TOKENS, verify: bool = False
 ) -> tuple[dict[str, TokenShards], dict[str, int]]:
     """The cached ``train``/``val`` shards, built (or finished) first if needed, and the blank lines
-    skipped per corpus split. ``verify`` hashes every shard instead of checking sizes only."""
+    skipped per corpus split. ``verify`` checks every block's crc32, not only the sizes."""
     corpus = plan_corpus(spec)
     folder = cache_folder(spec, cache_dir, corpus.fingerprint, shard_tokens)
     manifest = open_cache(corpus, folder, verify)
