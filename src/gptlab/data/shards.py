@@ -89,7 +89,7 @@ class _ShardFile:
             return
         if self._file is None:
             self._file = AtomicFile(self.path)
-        data = memoryview(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
+        data = memoryview(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)).cast("B")  # no copy
         self._file.file.write(data)
         while data:  # the crc32 of each BLOCK_TOKENS block
             take = (BLOCK_TOKENS - self.tokens % BLOCK_TOKENS) * _ITEMSIZE
