@@ -258,9 +258,10 @@ def measure(args: Any, workdir: Path) -> Any:
             "torch, as a training run has).",
             "Peer: tiktoken's `encode_to_numpy` alone on the same processes over the same documents, read and "
             "parsed beforehand (see the script's doc); its MB/s counts the corpus's bytes. One build and one peer "
-            "run per corpus, not alternating pairs: a 2 GB build takes a minute of both cores. Repeated runs of the "
-            "2 GB pair have given ratios from 0.87 to 0.92: what the build adds to the encoding (parsing JSON lines, "
-            "the held-out hash, the main process appending and hashing the shards) is about a tenth of it.",
+            "run per corpus, not alternating pairs: a 2 GB build takes a minute of both cores. Three runs of the "
+            "2 GB pair gave ratios 0.90, 0.88 and 0.89 (six runs before shards lost their sha256: 0.87 to 0.92). "
+            "Per worker, 7% of a unit's time is not encoding (splitting lines, parsing JSON, the held-out hash), "
+            "and the workers are busy 96% of the build (the rest: sending tokens, the main process's 1.7 s of CPU).",
             f"Start-up: median of {STARTUP_REPEATS} `token_shards` calls on the finished 2 GB cache: "
             f"{startup['seconds'] * 1e3:.1f} ms (list the files, stat them, read the manifest, stat every shard); "
             f"the imports before the first call took {startup['imports']:.1f} s.",
