@@ -6,8 +6,8 @@
   (absent when the step has none for it);
 - ``step-000000.json``: the step's sidecar, written after its shards (it is what marks the step
   complete): the units it encoded (``[first, end)``), each shard's token count and the crc32 of
-  every ``BLOCK_TOKENS`` block (the one record of its contents), the blank lines skipped per corpus split, and the size and
-  mtime of every file it read;
+  every ``BLOCK_TOKENS`` block (the one record of its contents), the blank lines skipped per
+  corpus split, and the size and mtime of every file it read;
 - ``manifest.json``, written last: the build is complete, with every shard and the files read.
 
 **Build.** Units (``gptlab.data.corpus_units``) are encoded in ``num_proc`` worker processes, at
@@ -282,7 +282,7 @@ def rebuild_step(corpus: Corpus, folder: Path, index: int) -> None:
         step.add(unit, encoded)
     for output, shard in step.shards.items():
         entry, recorded = shard.close(), meta["shards"][output]
-        if (entry and entry["crc32"]) != (recorded and recorded["crc32"]):
+        if (entry and (entry["tokens"], entry["crc32"])) != (recorded and (recorded["tokens"], recorded["crc32"])):
             raise CorruptCacheError(
                 f"token cache {folder}: step {index} rebuilt to other tokens than it recorded; delete the "
                 "folder to build it again"
