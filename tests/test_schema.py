@@ -126,6 +126,8 @@ def test_every_hparams_search_validates(search: str) -> None:
         (["task=tinyshakespeare", "task.val_fraction=1.0"], "task.val_fraction=1.0: must be in (0, 1)"),
         (["regime=finetune", "task=sst2", "task.train_limit=0"], "task.train_limit=0: must be >= 1"),
         (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, jsonl, json, parquet, hub, demo (for kind classification)"),
+        (["task=mixture", "task.mixture.wikitext.weight=-1"], "mixture.wikitext.weight=-1 must be a positive number"),
+        (["task=tinyshakespeare", "+task.mixture={}"], "mixture is read only by format 'mixture', not 'text'"),
         # sample
         (["sample.temperature=0"], "sample.temperature=0: must be > 0"),
     ],

@@ -288,6 +288,11 @@ def _check_task(task: Any, source: Any, errors: list[str]) -> None:
 
         if task["format"] not in (valid := formats_reading(task["kind"])):
             errors.append(f"task.format={task['format']}: must be one of {', '.join(valid)} (for kind {task['kind']})")
+        elif task["format"] == "mixture" or task.get("mixture") is not None:
+            try:  # so a malformed mixture fails with the config errors, before anything is built
+                TaskSpec.from_config(task)  # it checks the mixture's sources
+            except ValueError as err:
+                errors.append(str(err))
 
 
 def _check_model_shape(model: Any, errors: list[str]) -> None:
