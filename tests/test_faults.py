@@ -7,6 +7,7 @@ SIGKILL would leave. Corrupt files are built directly (truncated, bit-flipped, c
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -149,6 +150,30 @@ def test_a_process_killed_inside_write_atomic_leaves_the_old_file(tmp_path: Path
     assert target.read_bytes() == b"old"
     (leftover,) = tmp_path.glob(".file.bin.*.tmp")  # what the kill left: ignored by every reader
     assert leftover.read_bytes().startswith(b"new ")
+
+
+@pytest.mark.parametrize("free", [1 << 10, 1 << 30])
+def test_a_writer_failing_on_a_full_disk_says_so_and_keeps_the_old_file(tmp_path: Path, monkeypatch, free: int) -> None:
+    # torch.save's zip writer turns ENOSPC into this (seen when a disk filled during `make demo`)
+    garbled = "[enforce fail at inline_container.cc:672] . unexpected pos 53656192 vs 53656080"
+
+    def torch_save_on_a_full_disk(f) -> None:
+        f.write(b"new " * 1000)
+        raise RuntimeError(garbled)
+
+    usage = gptlab.atomic.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gptlab.atomic.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old")
+    with pytest.raises(Exception) as raised:
+        write_atomic(target, torch_save_on_a_full_disk)
+    if free < gptlab.atomic.NEARLY_FULL_BYTES:
+        assert isinstance(raised.value, OSError) and raised.value.errno == errno.ENOSPC
+        assert f"no space left on the device writing {target} (1,024 bytes free" in str(raised.value)
+        assert garbled in str(raised.value)
+    else:  # space to spare: the writer's own error, unchanged
+        assert type(raised.value) is RuntimeError and str(raised.value) == garbled
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
 
 
 class Died(BaseException):

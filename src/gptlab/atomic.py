@@ -3,13 +3,18 @@ content or the complete new content, never a partial write."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
+# A writer that fails while its file system has less than this free ran out of space; some writers
+# (torch.save's zip writer) report that only as a garbled error of their own.
+NEARLY_FULL_BYTES = 16 << 20
 
 
 def temp_prefix(path: Path) -> str:
@@ -56,6 +61,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
             data(out.file)
         else:
             out.file.write(data)
+    except Exception as err:
+        free = shutil.disk_usage(out.path.parent).free  # before discard() frees what was written
+        out.discard()
+        if free < NEARLY_FULL_BYTES and not (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+            raise OSError(
+                errno.ENOSPC, f"no space left on the device writing {out.path} ({free:,} bytes free; the file "
+                f"was left as it was). The writer's own error: {type(err).__name__}: {err}"
+            ) from err
+        raise
     except BaseException:
         out.discard()
         raise
