@@ -62,9 +62,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
         else:
             out.file.write(data)
     except Exception as err:
-        free = shutil.disk_usage(out.path.parent).free  # before discard() frees what was written
+        free = _free_bytes(out.path.parent)  # before discard() frees what was written
         out.discard()
-        if free < NEARLY_FULL_BYTES and not (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+        ran_out = free is not None and free < NEARLY_FULL_BYTES
+        if ran_out and not (isinstance(err, OSError) and err.errno == errno.ENOSPC):
             raise OSError(
                 errno.ENOSPC, f"no space left on the device writing {out.path} ({free:,} bytes free; the file "
                 f"was left as it was). The writer's own error: {type(err).__name__}: {err}"
@@ -74,6 +75,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
         out.discard()
         raise
     out.commit()
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def _fsync_directory(directory: Path) -> None:
