@@ -128,6 +128,8 @@ def test_every_hparams_search_validates(search: str) -> None:
         (["regime=finetune", "task=sst2", "task.format=tsv"], "task.format=tsv: must be one of glue_tsv, jsonl, json, parquet, hub, demo (for kind classification)"),
         (["task=mixture", "task.mixture.wikitext.weight=-1"], "mixture.wikitext.weight=-1 must be a positive number"),
         (["task=tinyshakespeare", "+task.mixture={}"], "mixture is read only by format 'mixture', not 'text'"),
+        (["regime=finetune", "task=sst2", "+task.generation={max_new_tokens: 5}"],
+         "generation settings are for kind 'generation', not 'classification'"),
         # sample
         (["sample.temperature=0"], "sample.temperature=0: must be > 0"),
     ],

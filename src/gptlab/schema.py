@@ -288,9 +288,9 @@ def _check_task(task: Any, source: Any, errors: list[str]) -> None:
 
         if task["format"] not in (valid := formats_reading(task["kind"])):
             errors.append(f"task.format={task['format']}: must be one of {', '.join(valid)} (for kind {task['kind']})")
-        elif task["format"] == "mixture" or task.get("mixture") is not None:
-            try:  # so a malformed mixture fails with the config errors, before anything is built
-                TaskSpec.from_config(task)  # it checks the mixture's sources
+        else:
+            try:  # TaskSpec's own checks (carve, generation, prompts, mixture sources, ...), so they
+                TaskSpec.from_config(task)  # fail with the config errors, before anything is built
             except ValueError as err:
                 errors.append(str(err))
 
