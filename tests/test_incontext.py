@@ -24,7 +24,7 @@ from gptlab.data.demo_tasks import TRAIN_SIZES
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-from gptlab.lit.incontext import InContextModule, choice_loglikelihoods
+from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, LogitBuffer, choice_loglikelihoods, token_scores
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.report.predictions import read_predictions
@@ -99,6 +99,47 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_gpt) -> None:
     one = scores(model, requests, batch_size=1)
     assert scores(model, requests, batch_size=5) == pytest.approx(one, abs=1e-5)
     assert scores(model, requests, batch_size=len(requests)) == pytest.approx(one, abs=1e-5)
+
+
+def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt) -> None:
+    """token_scores' greedy flag equals lm-eval's rule, ``logits.argmax(-1) == target``, computed here
+    by plain argmax: on random states whose targets are half their argmax, half not, and on a tie of
+    tokens 3 and 7 for the maximum (only 3, the first, is greedy)."""
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.output_embedding[7] = model.output_embedding[3] = 1.0
+        hidden = torch.randn(64, model.config.n_embd, generator=g)
+        hidden[:3] = 1.0  # rows 0-2: tokens 3 and 7 share the largest logit
+        logits = hidden @ model.output_embedding.T
+        targets = torch.randint(0, SMALL_VOCAB, (64,), generator=g)
+        targets[::2] = logits.argmax(-1)[::2]
+        targets[:3] = torch.tensor([3, 7, 5])
+        _, greedy = token_scores(model, hidden, targets, greedy=True)
+    assert greedy is not None
+    assert greedy.tolist() == (logits.argmax(-1) == targets).tolist()
+    assert greedy[:3].tolist() == [True, False, False]
+    assert 20 < int(greedy.sum()) <= 33  # both verdicts occur
+
+
+def test_a_logit_buffer_is_reused_across_calls_and_changes_no_score(tiny_gpt) -> None:
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(300, model.config.n_embd, generator=g)
+    targets = torch.randint(0, SMALL_VOCAB, (300,), generator=g)
+    buffer = LogitBuffer()
+    with torch.no_grad():
+        alone = token_scores(model, hidden, targets, greedy=True)
+        shared = [token_scores(model, hidden[:n], targets[:n], greedy=True, logits=buffer) for n in (100, 300, 120)]
+    for n, (logprobs, greedy) in zip((100, 300, 120), shared):
+        assert torch.equal(logprobs, alone[0][:n]) and torch.equal(greedy, alone[1][:n])
+    first = buffer.take(1, SMALL_VOCAB, hidden.device)
+    assert first.shape == (1, SMALL_VOCAB) and buffer.take(300, SMALL_VOCAB, hidden.device).data_ptr() == first.data_ptr()
+    grown = buffer.take(301, SMALL_VOCAB, hidden.device)  # doubled to 600 rows
+    assert grown.shape == (301, SMALL_VOCAB) and buffer.take(600, SMALL_VOCAB, hidden.device).data_ptr() == grown.data_ptr()
+    assert buffer.take(LOGIT_CHUNK, 8, hidden.device).shape == (LOGIT_CHUNK, 8)  # another vocabulary: replaced
+    buffer.clear()
+    assert buffer._tensor is None
 
 
 # ----------------------------------------------------------------------------- a small real task

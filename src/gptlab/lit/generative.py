@@ -70,7 +70,7 @@ class GenerativeModule(EvaluationModule):
             for row, generation in zip(sampled, self.generate(batch, sampled)):
                 records[row]["generation"] = generation.strip()
         if self.scores_target:
-            loglik, greedy = continuation_scores(self.model, batch, greedy=True)
+            loglik, greedy = continuation_scores(self.model, batch, greedy=True, logits=self.logits)
             tokens = batch["continuation_mask"].sum(1).tolist()
             for record, ll, n, is_greedy in zip(records, loglik.tolist(), tokens, greedy.tolist()):
                 record.update(target_loglikelihood=ll, target_tokens=n, acc=float(is_greedy))

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.lit.predictions import PredictionLog
@@ -38,44 +37,85 @@ Batch = Mapping[str, torch.Tensor]
 LOGIT_CHUNK = 2048
 
 
+class LogitBuffer:
+    """The (rows, vocabulary) fp32 tensor that ``token_scores`` writes the LM head's logits into,
+    reused by every call of one evaluation. A fresh one per batch costs a quarter of the scoring
+    time on a CPU: the OS maps and zeroes every page of a new ~400 MB tensor on first touch.
+    ``clear`` frees it when the evaluation ends."""
+
+    def __init__(self) -> None:
+        self._tensor: torch.Tensor | None = None
+
+    def take(self, rows: int, vocab: int, device: torch.device) -> torch.Tensor:
+        """A (rows, vocab) fp32 tensor on ``device``; ``rows`` at most ``LOGIT_CHUNK``."""
+        held = self._tensor
+        if held is None or held.device != device or held.size(1) != vocab or held.size(0) < rows:
+            # doubling (up to LOGIT_CHUNK rows): batches of slowly growing size allocate a few times only
+            grown = 2 * held.size(0) if held is not None and held.device == device and held.size(1) == vocab else 0
+            self._tensor = held = None  # freed before its successor is allocated
+            self._tensor = torch.empty((min(LOGIT_CHUNK, max(rows, grown)), vocab), dtype=torch.float32, device=device)
+        return self._tensor[:rows]
+
+    def clear(self) -> None:
+        self._tensor = None
+
+
 def token_scores(
-    model: GPT, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False
+    model: GPT, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False, logits: LogitBuffer | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32, and with
-    ``greedy`` whether each target is its state's argmax (else None: the choice path never needs it)."""
+    ``greedy`` whether each target is its state's argmax (else None: the choice path never needs it).
+    ``logits``: the evaluation's buffer (default: one for this call)."""
     out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
     is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
+    buffer = LogitBuffer() if logits is None else logits
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
         for start in range(0, targets.numel(), LOGIT_CHUNK):
             end = start + LOGIT_CHUNK
-            logits = F.linear(hidden[start:end].float(), weight)
+            rows = hidden[start:end].float()
+            chunk = torch.mm(rows, weight.t(), out=buffer.take(rows.size(0), weight.size(0), rows.device))
+            out[start:end], chunk_argmax = _target_logprobs(chunk, targets[start:end], greedy)
             if is_argmax is not None:
-                is_argmax[start:end] = logits.argmax(-1) == targets[start:end]
-            out[start:end] = _target_logprobs(logits, targets[start:end])
+                is_argmax[start:end] = chunk_argmax
     return out, is_argmax
 
 
-def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _target_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, greedy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log_softmax(logits)[target] per row, as ``logit[target] - logsumexp(logits)`` computed in
     place in ``logits`` (which it overwrites): log_softmax would write a second (rows, vocabulary)
-    tensor, a quarter of the scoring time on a small model. Equal to log_softmax to ~1e-6."""
+    tensor, a quarter of the scoring time on a small model. Equal to log_softmax to ~1e-6. With
+    ``greedy``, also whether each target is its row's argmax (else None)."""
     top = logits.amax(-1, keepdim=True)
     chosen = logits.gather(1, targets[:, None])
+    is_argmax = None
+    if greedy:
+        # argmax costs four times amax: only a row whose target reaches the maximum can have it as
+        # argmax, and argmax (the first maximum) settles a tie there as lm-eval's is_greedy does
+        is_argmax = (chosen == top).squeeze(1)
+        if bool(is_argmax.any()):
+            rows = is_argmax.nonzero().squeeze(1)
+            is_argmax[rows] = logits[rows].argmax(-1) == targets[rows]
     norm = logits.sub_(top).exp_().sum(-1, keepdim=True).log_().add_(top)
-    return (chosen - norm).squeeze(1)
+    return (chosen - norm).squeeze(1), is_argmax
 
 
-def token_logprobs(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_logprobs(
+    model: GPT, hidden: torch.Tensor, targets: torch.Tensor, logits: LogitBuffer | None = None
+) -> torch.Tensor:
     """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32."""
-    return token_scores(model, hidden, targets)[0]
+    return token_scores(model, hidden, targets, logits=logits)[0]
 
 
-def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def continuation_scores(
+    model: GPT, batch: Batch, greedy: bool = False, logits: LogitBuffer | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract),
     and with ``greedy`` whether each answer is the greedy continuation (every token the argmax:
-    lm-eval's ``is_greedy``; else None)."""
+    lm-eval's ``is_greedy``; else None). ``logits``: the evaluation's ``LogitBuffer``."""
     prefix, prefix_mask = batch["prefix_ids"], batch["prefix_mask"]
     answers, answer_mask = batch["continuation_ids"], batch["continuation_mask"]
     repeats = batch["num_choices"]
@@ -101,7 +141,7 @@ def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple
         mask = None if bool(step_mask.all()) else step_mask
         states.append(model.hidden_states(steps, mask, step_positions, cache))
     keep = batch.get("score_mask", answer_mask).bool()
-    logprobs, is_argmax = token_scores(model, torch.cat(states, 1)[keep], answers[keep], greedy)
+    logprobs, is_argmax = token_scores(model, torch.cat(states, 1)[keep], answers[keep], greedy, logits)
     rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
     loglik = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
     if is_argmax is None:
@@ -110,12 +150,12 @@ def continuation_scores(model: GPT, batch: Batch, greedy: bool = False) -> tuple
     return loglik, misses == 0
 
 
-def choice_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
+def choice_loglikelihoods(model: GPT, batch: Batch, logits: LogitBuffer | None = None) -> torch.Tensor:
     """Summed log-likelihood (N,) of every answer of a batch (``gptlab.data.incontext`` contract)."""
-    return continuation_scores(model, batch)[0]
+    return continuation_scores(model, batch, logits=logits)[0]
 
 
-def unconditional_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
+def unconditional_loglikelihoods(model: GPT, batch: Batch, logits: LogitBuffer | None = None) -> torch.Tensor:
     """Summed log-likelihood (N,) of every answer after the batch's ``unconditional_prefix``: one
     context shared by all the batch's answers, so it runs through the model once."""
     prefix = batch["unconditional_prefix"]
@@ -127,7 +167,7 @@ def unconditional_loglikelihoods(model: GPT, batch: Batch) -> torch.Tensor:
         "continuation_mask": batch["unconditional_mask"],
         "num_choices": torch.tensor([answers.size(0)], device=answers.device),
     }
-    return continuation_scores(model, shared)[0]
+    return continuation_scores(model, shared, logits=logits)[0]
 
 
 def per_example(values: torch.Tensor, num_choices: torch.Tensor) -> torch.Tensor:
@@ -144,7 +184,8 @@ class EvaluationModule(pl.LightningModule):
     """Base of the in-context modules: a frozen backbone ``model`` that only evaluates
     (``trainer.validate``; the in-context regimes set ``regime.fit: false``), configured in
     ``setup`` from its DataModule's task ``spec``, ``eval_splits`` and ``truncated`` (split ->
-    examples cut to fit, logged as ``n_truncated``), writing per-example ``predictions``."""
+    examples cut to fit, logged as ``n_truncated``), writing per-example ``predictions``. ``logits``
+    is the evaluation's ``LogitBuffer``, freed when it ends."""
 
     DATAMODULE = ""  # the DataModule it reads, for errors
     TRAINS = False  # a subclass that trains the backbone (gptlab.lit.sft) lets trainer.fit run
@@ -156,6 +197,7 @@ class EvaluationModule(pl.LightningModule):
         self.truncated: dict[str, int] = {}
         self.val_metrics = nn.ModuleList()
         self.predictions = PredictionLog()
+        self.logits = LogitBuffer()
 
     def setup(self, stage: str) -> None:
         name = type(self).__name__
@@ -182,6 +224,7 @@ class EvaluationModule(pl.LightningModule):
         raise NotImplementedError
 
     def on_validation_epoch_end(self) -> None:
+        self.logits.clear()
         logs = self.compute_metrics()
         self.predictions.gather()
         self.log_dict(logs, prog_bar=True)
@@ -209,12 +252,12 @@ class InContextModule(EvaluationModule):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-answer scores laid out (B, most answers), -inf padded: ``loglik``, ``normed`` (per
         character) and, when the batch has unconditional answers, ``unconditional``."""
-        loglik = choice_loglikelihoods(self.model, batch)
+        loglik = choice_loglikelihoods(self.model, batch, self.logits)
         # lm-eval's acc_norm divides by len(choice) in characters, the choice as doc_to_choice
         # gives it (without the target delimiter): choice_chars holds exactly that length.
         scores = {"loglik": loglik, "normed": loglik / batch["choice_chars"]}
         if "unconditional_ids" in batch:
-            scores["unconditional"] = unconditional_loglikelihoods(self.model, batch)
+            scores["unconditional"] = unconditional_loglikelihoods(self.model, batch, self.logits)
         return {name: per_example(value, batch["num_choices"]) for name, value in scores.items()}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -74,6 +74,7 @@ class _Scorer:
         for index, loader in enumerate(self.datamodule.val_dataloader()):
             for batch_idx, batch in enumerate(loader):
                 module.validation_step(move_data_to_device(batch, device), batch_idx, index)
+        module.logits.clear()
         prefix = val_prefix(splits[0], splits)
         return {
             name[len(prefix):]: float(value) for name, value in module.compute_metrics().items() if name.startswith(prefix)

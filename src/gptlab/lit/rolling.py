@@ -23,21 +23,23 @@ import torch
 import torch.nn as nn
 from torchmetrics import SumMetric
 
-from gptlab.lit.incontext import token_logprobs
+from gptlab.lit.incontext import LogitBuffer, token_logprobs
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
 
 SUMS = ("loglikelihood", "tokens", "words", "bytes")
 
 
-def window_loglikelihoods(model: GPT, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def window_loglikelihoods(
+    model: GPT, batch: Mapping[str, torch.Tensor], logits: LogitBuffer | None = None
+) -> torch.Tensor:
     """Summed log-likelihood (B,) of the scored tokens of each window of a
-    ``gptlab.data.rolling`` batch, in float64."""
+    ``gptlab.data.rolling`` batch, in float64; ``logits``: the evaluation's ``LogitBuffer``."""
     # Right padding: each window's tokens keep positions 0, 1, ... and causal attention never
     # lets them see the padding after them.
     hidden = model.hidden_states(batch["input_ids"])
     scored = batch["scored"]
-    logprobs = token_logprobs(model, hidden[scored], batch["target_ids"][scored])
+    logprobs = token_logprobs(model, hidden[scored], batch["target_ids"][scored], logits)
     rows = torch.arange(scored.size(0), device=scored.device)[:, None].expand_as(scored)[scored]
     per_window = torch.zeros(scored.size(0), dtype=torch.float64, device=scored.device)
     return per_window.index_add_(0, rows, logprobs.double())
@@ -51,6 +53,7 @@ class RollingPerplexityModule(pl.LightningModule):
         self.model = model
         self.sums = nn.ModuleDict({name: SumMetric().set_dtype(torch.float64) for name in SUMS})
         self.predictions = PredictionLog()
+        self.logits = LogitBuffer()  # the evaluation's, freed when it ends
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -60,7 +63,7 @@ class RollingPerplexityModule(pl.LightningModule):
         self.predictions.reset(["validation"])
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        per_window = window_loglikelihoods(self.model, batch)
+        per_window = window_loglikelihoods(self.model, batch, self.logits)
         counts = batch["scored"].sum(1)
         self.sums["loglikelihood"].update(per_window)
         self.sums["tokens"].update(counts.double())
@@ -78,6 +81,7 @@ class RollingPerplexityModule(pl.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
+        self.logits.clear()
         ll, tokens, words, size = (float(self.sums[name].compute()) for name in SUMS)
         for metric in self.sums.values():
             metric.reset()

@@ -32,7 +32,7 @@ from gptlab.data.incontext import collate, left_padded, scoring_batches
 from gptlab.data.prompts import Request, encode_pairs
 from gptlab.data.rolling import collate_windows, rolling_windows
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
-from gptlab.lit.incontext import continuation_scores
+from gptlab.lit.incontext import LogitBuffer, continuation_scores
 from gptlab.lit.rolling import window_loglikelihoods
 from gptlab.model.build import load_pretrained
 from gptlab.model.greedy import greedy_until
@@ -119,9 +119,12 @@ class GptlabLM(LM):
                 grouped.append(Request(ids[-room:], [tail], [1], 0, True))
                 owners.append([i])
         results: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        logits = LogitBuffer()  # one for the call, freed with it
         with torch.no_grad():
             for batch in scoring_batches(grouped, self.batch_size, self.max_length):
-                loglik, greedy = continuation_scores(self.model, self._run(collate([grouped[j] for j in batch])), greedy=True)
+                loglik, greedy = continuation_scores(
+                    self.model, self._run(collate([grouped[j] for j in batch])), greedy=True, logits=logits
+                )
                 order = [i for j in batch for i in owners[j]]
                 for i, ll, is_greedy in zip(order, loglik.tolist(), greedy.tolist()):
                     results[i] = (ll, bool(is_greedy))
@@ -136,10 +139,11 @@ class GptlabLM(LM):
         tokens = get_tokenizer().encode_ordinary_batch(texts)
         windows = [w for i, (text, ids) in enumerate(zip(texts, tokens)) for w in rolling_windows(i, text, ids, self.max_length)]
         totals = torch.zeros(len(texts), dtype=torch.float64)
+        logits = LogitBuffer()
         with torch.no_grad():
             for start in range(0, len(windows), self.batch_size):
                 batch = self._run(collate_windows(windows[start : start + self.batch_size]))
-                totals.index_add_(0, batch["index"].cpu(), window_loglikelihoods(self.model, batch).cpu())
+                totals.index_add_(0, batch["index"].cpu(), window_loglikelihoods(self.model, batch, logits).cpu())
         results = totals.tolist()
         for request, answer in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, answer)
