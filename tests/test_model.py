@@ -7,7 +7,8 @@ import torch
 
 from gptlab import GPT, GPTConfig
 from gptlab.model.gpt import attention_mask_for
-from gptlab.model.loss import linear_cross_entropy
+from gptlab.model.logit_buffer import LogitBuffer
+from gptlab.model.loss import CHUNK_BYTES, linear_cross_entropy
 from gptlab.resources import group_choices
 
 
@@ -237,17 +238,27 @@ def test_a_cache_with_a_capacity_decodes_as_a_growing_one(tiny_gpt) -> None:
         model.hidden_states(ids, cache=full)
 
 
-def test_fused_loss_and_gradients_equal_cross_entropy_over_several_chunks() -> None:
+@pytest.mark.parametrize("buffered", [False, True], ids=["new-logits", "logit-buffer"])
+def test_fused_loss_and_gradients_equal_cross_entropy_over_several_chunks(buffered: bool) -> None:
     """fp32, 1000 rows of a 50304-token head (three chunks), logits far from 0: the hand-written
-    softmax gives torch's cross-entropy and its gradients."""
+    softmax gives torch's cross-entropy and its gradients, with the chunks' logits in new tensors
+    or in a LogitBuffer (used twice: the second call reuses the first's tensor)."""
     torch.manual_seed(0)
     hidden = (torch.randn(1000, 16) * 4).requires_grad_()
     weight = torch.randn(50304, 16).requires_grad_()
     targets = torch.randint(0, 50304, (1000,))
-    fused = linear_cross_entropy(hidden, weight, targets)
-    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    buffer = LogitBuffer() if buffered else None
+    if buffer is not None:  # the tensor the chunks must write into, NaN until they do
+        held = buffer.get(CHUNK_BYTES["cpu"] // (4 * 50304), 50304, hidden.device).fill_(float("nan"))
+    for _ in range(2 if buffered else 1):
+        fused = linear_cross_entropy(hidden, weight, targets, buffer)
+        fused_grads = torch.autograd.grad(fused, (hidden, weight))
+        with torch.no_grad():  # the forward-only path
+            torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, buffer), fused, rtol=1e-6, atol=0)
     reference = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets)
     reference_grads = torch.autograd.grad(reference, (hidden, weight))
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
     for a, b in zip(fused_grads, reference_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    if buffer is not None:
+        assert not held.isnan().any()

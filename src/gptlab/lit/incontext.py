@@ -28,6 +28,7 @@ import torch.nn as nn
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
+from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.report.results import N_TRUNCATED
 from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
@@ -37,45 +38,26 @@ Batch = Mapping[str, torch.Tensor]
 LOGIT_CHUNK = 2048
 
 
-class LogitBuffer:
-    """The (rows, vocabulary) fp32 tensor that ``token_scores`` writes the LM head's logits into,
-    reused by every call of one evaluation. A fresh one per batch costs a quarter of the scoring
-    time on a CPU: the OS maps and zeroes every page of a new ~400 MB tensor on first touch.
-    ``clear`` frees it when the evaluation ends."""
-
-    def __init__(self) -> None:
-        self._tensor: torch.Tensor | None = None
-
-    def take(self, rows: int, vocab: int, device: torch.device) -> torch.Tensor:
-        """A (rows, vocab) fp32 tensor on ``device``; ``rows`` at most ``LOGIT_CHUNK``."""
-        held = self._tensor
-        if held is None or held.device != device or held.size(1) != vocab or held.size(0) < rows:
-            # doubling (up to LOGIT_CHUNK rows): batches of slowly growing size allocate a few times only
-            grown = 2 * held.size(0) if held is not None and held.device == device and held.size(1) == vocab else 0
-            self._tensor = held = None  # freed before its successor is allocated
-            self._tensor = torch.empty((min(LOGIT_CHUNK, max(rows, grown)), vocab), dtype=torch.float32, device=device)
-        return self._tensor[:rows]
-
-    def clear(self) -> None:
-        self._tensor = None
-
-
 def token_scores(
     model: GPT, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False, logits: LogitBuffer | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32, and with
     ``greedy`` whether each target is its state's argmax (else None: the choice path never needs it).
-    ``logits``: the evaluation's buffer (default: one for this call)."""
+    ``logits``: the evaluation's ``LogitBuffer``."""
     out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
     is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
-    buffer = LogitBuffer() if logits is None else logits
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
+        # every chunk's logits go to one buffer: the evaluation's, kept between calls, else this call's own
+        if logits is None:
+            buffer = torch.empty((min(LOGIT_CHUNK, targets.numel()), weight.size(0)), device=hidden.device)
+        else:
+            buffer = logits.get(LOGIT_CHUNK, weight.size(0), hidden.device)
         for start in range(0, targets.numel(), LOGIT_CHUNK):
             end = start + LOGIT_CHUNK
             rows = hidden[start:end].float()
-            chunk = torch.mm(rows, weight.t(), out=buffer.take(rows.size(0), weight.size(0), rows.device))
+            chunk = torch.mm(rows, weight.t(), out=buffer[: rows.size(0)])
             out[start:end], chunk_argmax = _target_logprobs(chunk, targets[start:end], greedy)
             if is_argmax is not None:
                 is_argmax[start:end] = chunk_argmax

@@ -15,6 +15,7 @@ GPT-1's task tokens, so importing GPT-2 never resizes it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -26,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gptlab.bounds import POSITIVE as POSITIVE_BOUND
 from gptlab.bounds import Bound, check_fields
+from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
 
 NORMS = ("pre", "post")
@@ -273,7 +275,8 @@ class GPT(nn.Module):
         # Recompute each block's activations in the backward pass instead of keeping them: memory
         # for compute, for sizes whose activations do not fit (a run-time switch, not a shape).
         self.activation_checkpointing = False
-        self._cross_entropy = linear_cross_entropy  # see compile_training
+        # see compile_training; the chunks' logits reuse one buffer from step to step (LogitBuffer)
+        self._cross_entropy = functools.partial(linear_cross_entropy, logits=LogitBuffer())
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * config.n_layer)
         for name, p in self.named_parameters():

@@ -4,11 +4,16 @@ With GPT-2's 50k-token vocabulary the logits of a batch dwarf everything else a 
 computes: 2048 tokens make a 400 MB fp32 tensor, and autograd would keep it plus the
 log-softmax output of the same size. Here the head and the loss run over row chunks, and the
 gradients are formed in the same pass (softmax minus one-hot), so no chunk's logits outlive it.
+In fp32 the chunks' logits go to the caller's ``LogitBuffer`` (its model's), kept between steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from gptlab.model.logit_buffer import LogitBuffer
 
 # Bytes of fp32 logits one chunk may hold: ~64 MB keeps a CPU's working set small (320 rows at
 # GPT-2's vocabulary); a GPU wants far larger matmuls to keep its tensor cores busy.
@@ -20,10 +25,26 @@ def _chunk_rows(hidden: torch.Tensor, weight: torch.Tensor) -> int:
     return max(1, budget // (4 * weight.size(0)))
 
 
+def _chunk_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, rows_per_chunk: int, logits: LogitBuffer | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function that gives a chunk of hidden rows' fp32 logits: written into ``logits`` for an
+    fp32 matmul on the CPU, else a new tensor (a GPU's allocator reuses memory itself; under
+    autocast the matmul is low-precision and cast after)."""
+    fp32 = hidden.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(hidden.device.type)
+    if logits is None or hidden.device.type != "cpu" or not fp32:
+        return lambda h: (h @ weight.t()).float()
+    buffer = logits.get(rows_per_chunk, weight.size(0), hidden.device)
+    return lambda h: torch.mm(h, weight.t(), out=buffer[: h.size(0)])
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, logits: LogitBuffer | None
+    ) -> torch.Tensor:
         n, rows_per_chunk = hidden.size(0), _chunk_rows(hidden, weight)
+        chunk_logits = _chunk_logits(hidden, weight, rows_per_chunk, logits)
         # Under autocast the weight gradient is a tensor-core matmul too; in fp32 (CPU) it
         # accumulates in place, without a vocabulary-sized temporary per chunk.
         autocast = torch.is_autocast_enabled(hidden.device.type)
@@ -34,12 +55,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + rows_per_chunk]
             t = targets[start : start + rows_per_chunk]
             rows = torch.arange(t.numel(), device=t.device)
-            logits = (h @ weight.t()).float()
+            chunk = chunk_logits(h)
             # loss = log(sum(exp(logits - max))) + max - logits[target]. Written out rather than
             # torch.logsumexp, which on the CPU makes a temporary and costs ~4x these passes.
-            peak = logits.amax(dim=-1, keepdim=True)
-            target_logits = logits[rows, t]
-            exps = logits.sub_(peak).exp_()
+            peak = chunk.amax(dim=-1, keepdim=True)
+            target_logits = chunk[rows, t]
+            exps = chunk.sub_(peak).exp_()
             sums = exps.sum(dim=-1, keepdim=True)
             total += (sums.log() + peak - target_logits[:, None]).sum()
             # d(mean loss)/d(logits) = (softmax - onehot) / n, computed in place over the logits
@@ -56,20 +77,24 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None
 
 
 # A hand-fused kernel already: torch.compile traces the model around it, not through it.
 @torch.compiler.disable
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (rows of ``hidden``: (N, C))."""
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, logits: LogitBuffer | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (rows of ``hidden``: (N, C));
+    ``logits``: where the chunks' fp32 logits go (default: new tensors)."""
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _FusedLinearCrossEntropy.apply(hidden, weight, targets)
+        return _FusedLinearCrossEntropy.apply(hidden, weight, targets, logits)
     total = hidden.new_zeros((), dtype=torch.float32)
     rows_per_chunk = _chunk_rows(hidden, weight)
+    chunk_logits = _chunk_logits(hidden, weight, rows_per_chunk, logits)
     for start in range(0, hidden.size(0), rows_per_chunk):
-        logits = (hidden[start : start + rows_per_chunk] @ weight.t()).float()
-        total += torch.nn.functional.cross_entropy(logits, targets[start : start + rows_per_chunk], reduction="sum")
+        chunk = chunk_logits(hidden[start : start + rows_per_chunk])
+        total += torch.nn.functional.cross_entropy(chunk, targets[start : start + rows_per_chunk], reduction="sum")
     return total / hidden.size(0)
 
 
