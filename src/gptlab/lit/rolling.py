@@ -23,9 +23,10 @@ import torch
 import torch.nn as nn
 from torchmetrics import SumMetric
 
-from gptlab.lit.incontext import LogitBuffer, token_logprobs
+from gptlab.lit.incontext import token_logprobs
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
+from gptlab.model.logit_buffer import LogitBuffer
 
 SUMS = ("loglikelihood", "tokens", "words", "bytes")
 

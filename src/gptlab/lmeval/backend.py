@@ -32,10 +32,11 @@ from gptlab.data.incontext import collate, left_padded, scoring_batches
 from gptlab.data.prompts import Request, encode_pairs
 from gptlab.data.rolling import collate_windows, rolling_windows
 from gptlab.data.tokenizer import EOT_ID, get_tokenizer
-from gptlab.lit.incontext import LogitBuffer, continuation_scores
+from gptlab.lit.incontext import continuation_scores
 from gptlab.lit.rolling import window_loglikelihoods
 from gptlab.model.build import load_pretrained
 from gptlab.model.greedy import greedy_until
+from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.tasks.answers import answer_end, cut_answer
 from gptlab.tasks.spec import GenerationSpec
 

@@ -2,9 +2,9 @@
 for as long as its owner computes them (a model's training loss, an evaluation's scoring).
 
 Why: on a CPU a fresh tensor of that size per chunk (64-400 MB at GPT-2's vocabulary) costs the OS
-mapping and zeroing every page on first touch; that is a quarter of in-context scoring and ~8% of
-a small model's training step. Pages of a kept tensor are touched once. (A GPU's caching allocator
-reuses its memory anyway.)
+mapping and zeroing every page on first touch: a quarter of in-context scoring's time, and ~15% of
+a small model's training step on 2 cores (BENCHMARKS.md, mfu). A kept tensor's pages are touched
+once. (A GPU's caching allocator reuses its memory anyway.)
 """
 
 from __future__ import annotations
