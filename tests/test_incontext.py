@@ -24,9 +24,10 @@ from gptlab.data.demo_tasks import TRAIN_SIZES
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, LogitBuffer, choice_loglikelihoods, token_scores
+from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, choice_loglikelihoods, token_scores
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
+from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.report.predictions import read_predictions
 from gptlab.report.results import read_results
 from gptlab.schema import ConfigError, check_across_nodes, validate_config

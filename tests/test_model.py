@@ -240,7 +240,7 @@ def test_a_cache_with_a_capacity_decodes_as_a_growing_one(tiny_gpt) -> None:
 
 @pytest.mark.parametrize("buffered", [False, True], ids=["new-logits", "logit-buffer"])
 def test_fused_loss_and_gradients_equal_cross_entropy_over_several_chunks(buffered: bool) -> None:
-    """fp32, 1000 rows of a 50304-token head (three chunks), logits far from 0: the hand-written
+    """fp32, 1000 rows of a 50304-token head (four chunks of at most 333 rows), logits far from 0: the hand-written
     softmax gives torch's cross-entropy and its gradients, with the chunks' logits in new tensors
     or in a LogitBuffer (used twice: the second call reuses the first's tensor)."""
     torch.manual_seed(0)
