@@ -262,3 +262,15 @@ def test_fused_loss_and_gradients_equal_cross_entropy_over_several_chunks(buffer
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     if buffer is not None:
         assert not held.isnan().any()
+
+
+def test_a_logit_buffer_keeps_its_tensor_on_the_cpu_only() -> None:
+    """On the CPU one tensor serves every call of the same shape; elsewhere (here the meta device,
+    standing in for a GPU's caching allocator) each call gets a new one."""
+    buffer = LogitBuffer()
+    cpu = torch.device("cpu")
+    kept = buffer.get(4, 8, cpu)
+    assert buffer.get(4, 8, cpu) is kept and buffer.get(2, 8, cpu).shape == (2, 8)
+    meta = torch.device("meta")
+    assert buffer.get(4, 8, meta) is not buffer.get(4, 8, meta)
+    assert buffer.get(4, 8, meta).shape == (4, 8)

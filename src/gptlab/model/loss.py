@@ -9,8 +9,6 @@ In fp32 the chunks' logits go to the caller's ``LogitBuffer`` (its model's), kep
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from gptlab.model.logit_buffer import LogitBuffer
@@ -25,17 +23,19 @@ def _chunk_rows(hidden: torch.Tensor, weight: torch.Tensor) -> int:
     return max(1, budget // (4 * weight.size(0)))
 
 
-def _chunk_logits(
+def _chunk_buffer(
     hidden: torch.Tensor, weight: torch.Tensor, rows_per_chunk: int, logits: LogitBuffer | None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function that gives a chunk of hidden rows' fp32 logits: written into ``logits`` for an
-    fp32 matmul on the CPU, else a new tensor (a GPU's allocator reuses memory itself; under
-    autocast the matmul is low-precision and cast after)."""
+) -> torch.Tensor | None:
+    """The tensor that every chunk's fp32 logits are written into, from ``logits``, for an fp32
+    matmul; None without a buffer or under autocast (a new tensor per chunk: the low-precision
+    matmul's result is cast after)."""
     fp32 = hidden.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(hidden.device.type)
-    if logits is None or hidden.device.type != "cpu" or not fp32:
-        return lambda h: (h @ weight.t()).float()
-    buffer = logits.get(rows_per_chunk, weight.size(0), hidden.device)
-    return lambda h: torch.mm(h, weight.t(), out=buffer[: h.size(0)])
+    return logits.get(rows_per_chunk, weight.size(0), hidden.device) if logits is not None and fp32 else None
+
+
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """The fp32 logits of hidden rows ``h``, written into ``buffer`` when there is one."""
+    return (h @ weight.t()).float() if buffer is None else torch.mm(h, weight.t(), out=buffer[: h.size(0)])
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -44,7 +44,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, logits: LogitBuffer | None
     ) -> torch.Tensor:
         n, rows_per_chunk = hidden.size(0), _chunk_rows(hidden, weight)
-        chunk_logits = _chunk_logits(hidden, weight, rows_per_chunk, logits)
+        buffer = _chunk_buffer(hidden, weight, rows_per_chunk, logits)
         # Under autocast the weight gradient is a tensor-core matmul too; in fp32 (CPU) it
         # accumulates in place, without a vocabulary-sized temporary per chunk.
         autocast = torch.is_autocast_enabled(hidden.device.type)
@@ -55,7 +55,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + rows_per_chunk]
             t = targets[start : start + rows_per_chunk]
             rows = torch.arange(t.numel(), device=t.device)
-            chunk = chunk_logits(h)
+            chunk = _chunk_logits(h, weight, buffer)
             # loss = log(sum(exp(logits - max))) + max - logits[target]. Written out rather than
             # torch.logsumexp, which on the CPU makes a temporary and costs ~4x these passes.
             peak = chunk.amax(dim=-1, keepdim=True)
@@ -91,9 +91,9 @@ def linear_cross_entropy(
         return _FusedLinearCrossEntropy.apply(hidden, weight, targets, logits)
     total = hidden.new_zeros((), dtype=torch.float32)
     rows_per_chunk = _chunk_rows(hidden, weight)
-    chunk_logits = _chunk_logits(hidden, weight, rows_per_chunk, logits)
+    buffer = _chunk_buffer(hidden, weight, rows_per_chunk, logits)
     for start in range(0, hidden.size(0), rows_per_chunk):
-        chunk = chunk_logits(hidden[start : start + rows_per_chunk])
+        chunk = _chunk_logits(hidden[start : start + rows_per_chunk], weight, buffer)
         total += torch.nn.functional.cross_entropy(chunk, targets[start : start + rows_per_chunk], reduction="sum")
     return total / hidden.size(0)
 
