@@ -10,7 +10,7 @@ import torch
 
 from gptlab.cli.sample import RULE, main, sample_text, task_prompt
 from gptlab.data.tokenizer import EOT_ID
-from gptlab.model.generate import GPT2_VOCAB_SIZE, generate
+from gptlab.model.generate import GPT2_VOCAB_SIZE, generate, step_logits
 from gptlab.model.gpt import GPT
 
 BLOCK = 32
@@ -35,6 +35,15 @@ def tiny_gpt(tiny_gpt):
 
 def prompts(batch: int = 2, length: int = 5, high: int = GPT2_VOCAB_SIZE, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, high, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 16])
+def test_step_logits_are_the_lm_heads_transposed(rows: int) -> None:
+    generator = torch.Generator().manual_seed(rows)
+    weight, hidden = torch.randn(1000, 64, generator=generator), torch.randn(rows, 64, generator=generator)
+    logits = step_logits(weight, hidden)
+    assert logits.shape == (1000, rows)
+    torch.testing.assert_close(logits, torch.nn.functional.linear(hidden, weight).t(), atol=1e-5, rtol=0)
 
 
 CONFIGS = {

