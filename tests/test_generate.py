@@ -10,7 +10,7 @@ import torch
 
 from gptlab.cli.sample import RULE, main, sample_text, task_prompt
 from gptlab.data.tokenizer import EOT_ID
-from gptlab.model.generate import GPT2_VOCAB_SIZE, generate, step_logits
+from gptlab.model.generate import GPT2_VOCAB_SIZE, PACK_AFTER_STEPS, StepHead, generate
 from gptlab.model.gpt import GPT
 
 BLOCK = 32
@@ -38,12 +38,25 @@ def prompts(batch: int = 2, length: int = 5, high: int = GPT2_VOCAB_SIZE, seed: 
 
 
 @pytest.mark.parametrize("rows", [1, 2, 16])
-def test_step_logits_are_the_lm_heads_transposed(rows: int) -> None:
+def test_step_head_logits_are_the_lm_heads_before_and_after_packing(rows: int) -> None:
     generator = torch.Generator().manual_seed(rows)
-    weight, hidden = torch.randn(1000, 64, generator=generator), torch.randn(rows, 64, generator=generator)
-    logits = step_logits(weight, hidden)
-    assert logits.shape == (1000, rows)
-    torch.testing.assert_close(logits, torch.nn.functional.linear(hidden, weight).t(), atol=1e-5, rtol=0)
+    weight = torch.randn(1000, 64, generator=generator)
+    head = StepHead(weight)
+    for step in range(PACK_AFTER_STEPS + 2):
+        hidden = torch.randn(rows, 64, generator=generator)
+        logits = head(hidden)
+        assert logits.shape == (rows, 1000)
+        torch.testing.assert_close(logits, torch.nn.functional.linear(hidden, weight), atol=1e-5, rtol=0)
+        assert head.packed == (torch.backends.mkldnn.is_available() and step >= PACK_AFTER_STEPS)
+
+
+def test_a_bf16_step_head_never_packs() -> None:
+    weight = torch.randn(1000, 64).bfloat16()
+    head = StepHead(weight)
+    for _ in range(PACK_AFTER_STEPS + 2):
+        hidden = torch.randn(3, 64).bfloat16()
+        torch.testing.assert_close(head(hidden), torch.nn.functional.linear(hidden, weight))
+    assert not head.packed
 
 
 CONFIGS = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-from gptlab.model.generate import step_logits
+from gptlab.model.generate import StepHead
 from gptlab.model.gpt import GPT
 
 
@@ -55,10 +55,10 @@ def greedy_until(
             next_position = positions[:, -1] + 1
             rows = torch.arange(batch, device=prompt_ids.device)  # batch row of each unfinished row
             out: list[list[int]] = [[] for _ in range(batch)]
-            weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
+            head = StepHead(model.output_embedding[:GPT2_VOCAB_SIZE].float())
             for step in range(max_new_tokens):
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
-                    chosen = step_logits(weight, hidden.float()).max(0).indices  # (first maximum, as argmax)
+                    chosen = head(hidden.float()).max(1).indices  # (first maximum, as argmax)
                 going = []
                 for slot, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
                     out[row].append(token)
