@@ -258,10 +258,12 @@ def measure(args: Any, workdir: Path) -> Any:
             "torch, as a training run has).",
             "Peer: tiktoken's `encode_to_numpy` alone on the same processes over the same documents, read and "
             "parsed beforehand (see the script's doc); its MB/s counts the corpus's bytes. One build and one peer "
-            "run per corpus, not alternating pairs: a 2 GB build takes a minute of both cores. Three runs of the "
-            "2 GB pair gave ratios 0.90, 0.88 and 0.89 (six runs before shards lost their sha256: 0.87 to 0.92). "
-            "Per worker, 7% of a unit's time is not encoding (splitting lines, parsing JSON, the held-out hash), "
-            "and the workers are busy 96% of the build (the rest: sending tokens, the main process's 1.7 s of CPU).",
+            "run per corpus, not alternating pairs: a 2 GB build takes a minute of both cores. The ratio "
+            "depends on the machine: three runs of the 2 GB pair on an AVX-512 EPYC gave 0.98, 0.92 and 0.95 "
+            "(2026-12-01), three on an AVX2 EPYC 0.90, 0.88 and 0.89 (2026-11-30). Per worker, 7% of a unit's "
+            "time is not encoding (splitting lines, parsing JSON, the held-out hash), and the workers are busy "
+            "96% of the build (the rest: sending tokens, the main process's 1.7 s of CPU; measured on the AVX2 "
+            "machine).",
             f"Start-up: median of {STARTUP_REPEATS} `token_shards` calls on the finished 2 GB cache: "
             f"{startup['seconds'] * 1e3:.1f} ms (list the files, stat them, read the manifest, stat every shard); "
             f"the imports before the first call took {startup['imports']:.1f} s.",
