@@ -24,7 +24,8 @@ from gptlab.data.demo_tasks import TRAIN_SIZES
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, choice_loglikelihoods, token_scores
+from gptlab.lit import incontext
+from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, choice_loglikelihoods, shared_states, token_scores
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.model.logit_buffer import LogitBuffer
@@ -92,6 +93,52 @@ def test_prefix_sharing_equals_scoring_each_sequence_separately(case: str, model
     expected = [reference_loglikelihood(model, r.context, c) for r in requests for c in r.continuations]
     got = scores(model, requests, batch_size=len(requests))
     assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_shared_states_are_equal_exactly_where_answers_agree_so_far() -> None:
+    example = torch.tensor([0, 0, 0, 1])
+    answers = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]])
+    ids = shared_states(example, answers).tolist()
+    same = lambda a, b: ids[a[0]][a[1]] == ids[b[0]][b[1]]  # noqa: E731  ((row, position), (row, position))
+    assert same((0, 0), (1, 0)) and same((0, 0), (2, 0)) and not same((0, 0), (3, 0))  # one context's answers
+    assert same((0, 1), (1, 1)) and same((0, 1), (2, 1)) and not same((0, 1), (3, 1))  # all after token 5
+    assert same((0, 2), (1, 2)) and not same((0, 2), (2, 2))  # after 5 6, not after 5 9
+    assert len({i for row in ids for i in row}) == 2 + 2 + 3  # no id repeats across positions
+
+
+def test_answers_that_agree_so_far_share_lm_head_rows_and_score_as_alone(tiny_gpt, monkeypatch) -> None:
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    # 10 tokens, 4 states: before every first token, after 5, after 5 6, after 5 6 8
+    answers = [[5, 6, 7], [5, 6, 8, 9], [5, 11], [12]]
+    requests = [
+        Request(list(range(20, 29)), answers, choice_chars=[3] * 4, label=0, truncated=False),
+        Request([30, 31], [[5, 6]], choice_chars=[3], label=0, truncated=False),  # a context of its own: 2 more
+    ]
+    head_rows = []
+
+    def counted(model, hidden, *args, **kwargs):
+        head_rows.append(hidden.size(0))
+        return token_scores(model, hidden, *args, **kwargs)
+
+    monkeypatch.setattr(incontext, "token_scores", counted)
+    expected = [reference_loglikelihood(model, r.context, c) for r in requests for c in r.continuations]
+    assert scores(model, requests, batch_size=2) == pytest.approx(expected, abs=1e-4)
+    assert head_rows == [6]
+
+
+def test_targets_that_share_a_state_score_as_if_it_were_repeated(tiny_gpt, monkeypatch) -> None:
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(20, model.config.n_embd, generator=g)
+    states = torch.randint(0, 20, (60,), generator=g)
+    targets = torch.randint(0, SMALL_VOCAB, (60,), generator=g)
+    with torch.no_grad():
+        targets[::2] = model.logits(hidden[states]).argmax(-1)[::2]
+        monkeypatch.setattr(incontext, "LOGIT_CHUNK", 7)  # three chunks of states
+        logprobs, greedy = token_scores(model, hidden, targets, greedy=True, states=states)
+        repeated, repeated_greedy = token_scores(model, hidden[states], targets, greedy=True)
+    torch.testing.assert_close(logprobs, repeated, atol=1e-6, rtol=0)
+    assert torch.equal(greedy, repeated_greedy) and 25 < int(greedy.sum()) < 60
 
 
 def test_scores_do_not_depend_on_the_batch_size(tiny_gpt) -> None:

@@ -39,11 +39,20 @@ LOGIT_CHUNK = 2048
 
 
 def token_scores(
-    model: GPT, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False, logits: LogitBuffer | None = None
+    model: GPT,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    greedy: bool = False,
+    logits: LogitBuffer | None = None,
+    states: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(target | state) for hidden states (M, C) and their next tokens (M,), in fp32, and with
-    ``greedy`` whether each target is its state's argmax (else None: the choice path never needs it).
-    ``logits``: the evaluation's ``LogitBuffer``."""
+    """log p(target | state) for targets (M,), in fp32, and with ``greedy`` whether each target is
+    its state's argmax (else None: the choice path never needs it). ``hidden`` (S, C) holds the
+    states and ``states`` (M,) the row of ``hidden`` each target follows (default: target i follows
+    row i), so a state that several targets follow goes through the LM head once. ``logits``: the
+    evaluation's ``LogitBuffer``."""
+    if states is None:
+        states = torch.arange(targets.numel(), device=targets.device)
     out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
     is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
@@ -51,38 +60,58 @@ def token_scores(
         weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
         # every chunk's logits go to one buffer: the evaluation's, kept between calls, else this call's own
         if logits is None:
-            buffer = torch.empty((min(LOGIT_CHUNK, targets.numel()), weight.size(0)), device=hidden.device)
+            buffer = torch.empty((min(LOGIT_CHUNK, hidden.size(0)), weight.size(0)), device=hidden.device)
         else:
             buffer = logits.get(LOGIT_CHUNK, weight.size(0), hidden.device)
-        for start in range(0, targets.numel(), LOGIT_CHUNK):
-            end = start + LOGIT_CHUNK
-            rows = hidden[start:end].float()
+        for start in range(0, hidden.size(0), LOGIT_CHUNK):
+            rows = hidden[start : start + LOGIT_CHUNK].float()
             chunk = torch.mm(rows, weight.t(), out=buffer[: rows.size(0)])
-            out[start:end], chunk_argmax = _target_logprobs(chunk, targets[start:end], greedy)
+            # the targets that follow this chunk's states (all of them when there is one chunk)
+            picked = slice(None) if rows.size(0) == hidden.size(0) else (
+                ((states >= start) & (states < start + rows.size(0))).nonzero().squeeze(1)
+            )
+            out[picked], chunk_argmax = _target_logprobs(chunk, states[picked] - start, targets[picked], greedy)
             if is_argmax is not None:
-                is_argmax[start:end] = chunk_argmax
+                is_argmax[picked] = chunk_argmax
     return out, is_argmax
 
 
 def _target_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, greedy: bool
+    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, greedy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log_softmax(logits)[target] per row, as ``logit[target] - logsumexp(logits)`` computed in
-    place in ``logits`` (which it overwrites): log_softmax would write a second (rows, vocabulary)
-    tensor, a quarter of the scoring time on a small model. Equal to log_softmax to ~1e-6. With
-    ``greedy``, also whether each target is its row's argmax (else None)."""
-    top = logits.amax(-1, keepdim=True)
-    chosen = logits.gather(1, targets[:, None])
+    """log_softmax(logits[row])[target] per (row, target), as ``logit[target] - logsumexp(logits[row])``
+    computed in place in ``logits`` (which it overwrites): log_softmax would write a second (rows,
+    vocabulary) tensor, a quarter of the scoring time on a small model. Equal to log_softmax to
+    ~1e-6. With ``greedy``, also whether each target is its row's argmax (else None)."""
+    top = logits.amax(-1)
+    chosen = logits[rows, targets]
     is_argmax = None
     if greedy:
-        # argmax costs four times amax: only a row whose target reaches the maximum can have it as
+        # argmax costs four times amax: only a target that reaches its row's maximum can be its
         # argmax, and argmax (the first maximum) settles a tie there as lm-eval's is_greedy does
-        is_argmax = (chosen == top).squeeze(1)
+        is_argmax = chosen == top[rows]
         if bool(is_argmax.any()):
-            rows = is_argmax.nonzero().squeeze(1)
-            is_argmax[rows] = logits[rows].argmax(-1) == targets[rows]
-    norm = logits.sub_(top).exp_().sum(-1, keepdim=True).log_().add_(top)
-    return (chosen - norm).squeeze(1), is_argmax
+            tied = is_argmax.nonzero().squeeze(1)
+            is_argmax[tied] = logits[rows[tied]].argmax(-1) == targets[tied]
+    norm = logits.sub_(top[:, None]).exp_().sum(-1).log_().add_(top)
+    return chosen - norm[rows], is_argmax
+
+
+def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """An id (N, L) for the state before each token of answers (N, L) that continue the contexts
+    ``example`` (N,): equal for two tokens exactly when their answers continue one context and agree
+    on every token before them, so that the model's hidden state there is the same (all the first
+    tokens of one question's answers, say)."""
+    ids = torch.empty_like(answers)
+    ids[:, 0] = example
+    count = int(example.max()) + 1
+    tokens = int(answers.max()) + 1  # padding included
+    for t in range(1, answers.size(1)):
+        # (state before t-1, token t-1) names the state before t
+        _, inverse = torch.unique(ids[:, t - 1] * tokens + answers[:, t - 1], return_inverse=True)
+        ids[:, t] = inverse + count
+        count += int(inverse.max()) + 1
+    return ids
 
 
 def token_logprobs(
@@ -123,7 +152,13 @@ def continuation_scores(
         mask = None if bool(step_mask.all()) else step_mask
         states.append(model.hidden_states(steps, mask, step_positions, cache))
     keep = batch.get("score_mask", answer_mask).bool()
-    logprobs, is_argmax = token_scores(model, torch.cat(states, 1)[keep], answers[keep], greedy, logits)
+    # one LM-head row per distinct state: its first token's, then those of answers that agree so far
+    example = torch.repeat_interleave(torch.arange(repeats.numel(), device=repeats.device), repeats)
+    distinct, state = torch.unique(shared_states(example, answers)[keep], return_inverse=True)
+    first = torch.full((distinct.numel(),), state.numel(), device=state.device)
+    first.scatter_reduce_(0, state, torch.arange(state.numel(), device=state.device), "amin")
+    hidden_kept = torch.cat(states, 1)[keep]
+    logprobs, is_argmax = token_scores(model, hidden_kept[first], answers[keep], greedy, logits, state)
     rows = torch.arange(answers.size(0), device=answers.device)[:, None].expand_as(answers)[keep]
     loglik = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, logprobs)
     if is_argmax is None:
