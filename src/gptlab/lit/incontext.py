@@ -11,9 +11,12 @@ task's own metrics, so a run logs the same names as fine-tuning (``val/acc``, ``
 chosen answer goes to ``predictions`` (``PredictionLog``, written to ``predictions.jsonl``).
 
 **Prefix sharing.** An example's context (demonstrations + question) runs through the backbone
-once; every answer continues from a copy of its key/value cache. Log-probabilities are taken over
-GPT-2's 50257 text tokens only: gptlab's special tokens in the padded rows of the vocabulary never
-occur in a prompt, and leaving them out makes an imported GPT-2 score exactly as Hugging Face's.
+once; every answer continues from a copy of its key/value cache. The LM head, most of the cost,
+runs once per distinct state: all of an example's answers predict their first token from the
+context's last state, and answers that agree on their first tokens share the states after them
+(``shared_states``). Log-probabilities are taken over GPT-2's 50257 text tokens only: gptlab's
+special tokens in the padded rows of the vocabulary never occur in a prompt, and leaving them out
+makes an imported GPT-2 score exactly as Hugging Face's.
 """
 
 from __future__ import annotations
