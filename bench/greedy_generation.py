@@ -50,6 +50,7 @@ import torch
 import common
 from gptlab.data.tokenizer import get_tokenizer
 from gptlab.model.gpt import GPT
+from gptlab.model.generate import PACK_AFTER_STEPS
 from gptlab.model.greedy import greedy_until
 from gptlab.model.hf import export_hf_gpt2, export_hf_tokenizer
 from gptlab.tasks.answers import answer_end, cut_answer
@@ -279,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
     report.notes.append(
         f"Fixed length: ratio {pairs.ratio:.2f} (equal work: every row runs {new_tokens} steps on both sides; "
         "the 50257-row LM head and its argmax, which both sides compute every step, are most of the time; "
-        "gptlab's `StepHead` packs the head for oneDNN after two steps, transformers runs `F.linear`). "
+        f"gptlab's `StepHead` packs the head for oneDNN after {PACK_AFTER_STEPS} steps, transformers runs "
+        "`F.linear`). "
         f"Until a stop string: ratio {until_pairs.ratio:.2f}; gptlab drops finished rows from the batch (a lone "
         "row's head is computed as two, not on BLAS's slow one-column path), the peer computes every row "
         "until the batch's last one stops."

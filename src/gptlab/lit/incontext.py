@@ -111,9 +111,9 @@ def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     tokens = int(answers.max()) + 1  # padding included
     for t in range(1, answers.size(1)):
         # (state before t-1, token t-1) names the state before t
-        _, inverse = torch.unique(ids[:, t - 1] * tokens + answers[:, t - 1], return_inverse=True)
+        distinct, inverse = torch.unique(ids[:, t - 1] * tokens + answers[:, t - 1], return_inverse=True)
         ids[:, t] = inverse + count
-        count += int(inverse.max()) + 1
+        count += distinct.numel()
     return ids
 
 
