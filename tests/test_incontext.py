@@ -25,7 +25,7 @@ from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
 from gptlab.lit import incontext
-from gptlab.lit.incontext import LOGIT_CHUNK, InContextModule, choice_loglikelihoods, shared_states, token_scores
+from gptlab.lit.incontext import InContextModule, choice_loglikelihoods, shared_states, token_scores
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.model.logit_buffer import LogitBuffer
@@ -149,12 +149,16 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_gpt) -> None:
     assert scores(model, requests, batch_size=len(requests)) == pytest.approx(one, abs=1e-5)
 
 
-def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt) -> None:
+@pytest.mark.parametrize("block_tokens", [None, 8, 5, 1], ids=["one-block", "tie-in-a-block", "tie-across-blocks", "a-token-a-block"])
+def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt, monkeypatch, block_tokens) -> None:
     """token_scores' greedy flag equals lm-eval's rule, ``logits.argmax(-1) == target``, computed here
-    by plain argmax: on random states whose targets are half their argmax, half not, and on a tie of
-    tokens 3 and 7 for the maximum (only 3, the first, is greedy)."""
+    by plain argmax, and its scores log_softmax's: on random states whose targets are half their
+    argmax, half not, and on a tie of tokens 3 and 7 for the maximum (only 3, the first, is greedy),
+    whether the vocabulary is one block or blocks of ``block_tokens`` (3 and 7 in one block or two)."""
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     g = torch.Generator().manual_seed(0)
+    if block_tokens is not None:
+        monkeypatch.setattr(incontext, "HEAD_BLOCK", 64 * block_tokens)  # 64 states
     with torch.no_grad():
         model.output_embedding[7] = model.output_embedding[3] = 1.0
         hidden = torch.randn(64, model.config.n_embd, generator=g)
@@ -163,27 +167,30 @@ def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt
         targets = torch.randint(0, SMALL_VOCAB, (64,), generator=g)
         targets[::2] = logits.argmax(-1)[::2]
         targets[:3] = torch.tensor([3, 7, 5])
-        _, greedy = token_scores(model, hidden, targets, greedy=True)
+        logprobs, greedy = token_scores(model, hidden, targets, greedy=True)
     assert greedy is not None
     assert greedy.tolist() == (logits.argmax(-1) == targets).tolist()
     assert greedy[:3].tolist() == [True, False, False]
     assert 20 < int(greedy.sum()) <= 33  # both verdicts occur
+    expected = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(logprobs, expected, atol=1e-5, rtol=0)
 
 
-def test_a_logit_buffer_is_reused_across_calls_and_changes_no_score(tiny_gpt) -> None:
+def test_a_logit_buffer_is_reused_across_calls_and_changes_no_score(tiny_gpt, monkeypatch) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(300, model.config.n_embd, generator=g)
     targets = torch.randint(0, SMALL_VOCAB, (300,), generator=g)
+    monkeypatch.setattr(incontext, "HEAD_BLOCK", 300 * 342)  # 300 states: blocks of 342, 342, 340 tokens
     buffer = LogitBuffer()
-    held = buffer.get(LOGIT_CHUNK, SMALL_VOCAB, hidden.device).fill_(float("nan"))  # NaN until written
+    held = buffer.get(1, incontext.HEAD_BLOCK, hidden.device).fill_(float("nan"))  # NaN until written
     with torch.no_grad():
-        alone = token_scores(model, hidden, targets, greedy=True)
         for n in (100, 300, 120):
+            alone = token_scores(model, hidden[:n], targets[:n], greedy=True)
             logprobs, greedy = token_scores(model, hidden[:n], targets[:n], greedy=True, logits=buffer)
-            assert torch.equal(logprobs, alone[0][:n]) and torch.equal(greedy, alone[1][:n])
-    assert not held[:300].isnan().any()  # every call wrote into the one tensor
-    assert buffer.get(LOGIT_CHUNK, SMALL_VOCAB, hidden.device).data_ptr() == held.data_ptr()
+            assert torch.equal(logprobs, alone[0]) and torch.equal(greedy, alone[1])
+    assert not held.isnan().any()  # every call wrote into the one tensor, the 300 states' blocks all of it
+    assert buffer.get(1, incontext.HEAD_BLOCK, hidden.device).data_ptr() == held.data_ptr()
 
 
 # ----------------------------------------------------------------------------- a small real task

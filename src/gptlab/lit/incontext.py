@@ -37,8 +37,12 @@ from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 Batch = Mapping[str, torch.Tensor]
-# rows of hidden states per LM-head matmul: bounds the (rows, vocabulary) logits in memory
+# states per pass over the vocabulary: bounds the (vocabulary, states) logits of a GPU's single block
 LOGIT_CHUNK = 2048
+# logits (vocabulary rows x states) per block on a CPU, 4 MB: a block stays in the cache from the
+# matmul that writes it to the log-sum-exp that reads it. A chunk's whole logits (up to 400 MB)
+# went out to memory and back four times (BENCHMARKS.md, the zero-shot suite).
+HEAD_BLOCK = 1 << 20
 
 
 def token_scores(
@@ -56,48 +60,53 @@ def token_scores(
     evaluation's ``LogitBuffer``."""
     if states is None:
         states = torch.arange(targets.numel(), device=targets.device)
-    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
-    is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
+    norm = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
+    first_max = torch.empty(hidden.size(0), dtype=torch.long, device=hidden.device) if greedy else None
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
-        # every chunk's logits go to one buffer: the evaluation's, kept between calls, else this call's own
-        if logits is None:
-            buffer = torch.empty((min(LOGIT_CHUNK, hidden.size(0)), weight.size(0)), device=hidden.device)
-        else:
-            buffer = logits.get(LOGIT_CHUNK, weight.size(0), hidden.device)
+        hidden = hidden.float()
+        on_cpu = hidden.device.type == "cpu"
         for start in range(0, hidden.size(0), LOGIT_CHUNK):
-            rows = hidden[start : start + LOGIT_CHUNK].float()
-            chunk = torch.mm(rows, weight.t(), out=buffer[: rows.size(0)])
-            # the targets that follow this chunk's states (all of them when there is one chunk)
-            picked = slice(None) if rows.size(0) == hidden.size(0) else (
-                ((states >= start) & (states < start + rows.size(0))).nonzero().squeeze(1)
-            )
-            out[picked], chunk_argmax = _target_logprobs(chunk, states[picked] - start, targets[picked], greedy)
-            if is_argmax is not None:
-                is_argmax[picked] = chunk_argmax
-    return out, is_argmax
+            rows = hidden[start : start + LOGIT_CHUNK]
+            size = HEAD_BLOCK if on_cpu else weight.size(0) * rows.size(0)  # a GPU: one block
+            # every block's logits go to one buffer: the evaluation's, kept between calls, else this call's own
+            buffer = torch.empty(size, device=hidden.device) if logits is None else logits.get(1, size, hidden.device)
+            done = slice(start, start + rows.size(0))
+            norm[done], top_index = _log_normalisers(weight, rows, buffer.view(-1), greedy)
+            if first_max is not None:
+                first_max[done] = top_index
+        # the target's own logit, one dot product each: the blocks need not find it
+        chosen = torch.linalg.vecdot(weight[targets], hidden[states])
+    return chosen - norm[states], None if first_max is None else first_max[states] == targets
 
 
-def _target_logprobs(
-    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, greedy: bool
+def _log_normalisers(
+    weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor, greedy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log_softmax(logits[row])[target] per (row, target), as ``logit[target] - logsumexp(logits[row])``
-    computed in place in ``logits`` (which it overwrites): log_softmax would write a second (rows,
-    vocabulary) tensor, a quarter of the scoring time on a small model. Equal to log_softmax to
-    ~1e-6. With ``greedy``, also whether each target is its row's argmax (else None)."""
-    top = logits.amax(-1)
-    chosen = logits[rows, targets]
-    is_argmax = None
-    if greedy:
-        # argmax costs four times amax: only a target that reaches its row's maximum can be its
-        # argmax, and argmax (the first maximum) settles a tie there as lm-eval's is_greedy does
-        is_argmax = chosen == top[rows]
-        if bool(is_argmax.any()):
-            tied = is_argmax.nonzero().squeeze(1)
-            is_argmax[tied] = logits[rows[tied]].argmax(-1) == targets[tied]
-    norm = logits.sub_(top[:, None]).exp_().sum(-1).log_().add_(top)
-    return chosen - norm[rows], is_argmax
+    """logsumexp of each row's logits (``rows @ weight.T``), and with ``greedy`` each row's argmax
+    (its first maximum, as lm-eval's ``is_greedy`` takes it; else None). The logits are computed
+    (vocabulary, rows) in blocks of at most ``buffer.numel()``, which each overwrites, and reduced
+    online: a running maximum and a sum of exponentials rescaled to it. Equal to log_softmax's
+    normaliser to ~1e-6."""
+    n = rows.size(0)
+    per_block = max(1, buffer.numel() // n)
+    top = torch.full((n,), float("-inf"), device=rows.device)
+    total = torch.zeros(n, device=rows.device)
+    first_max = torch.zeros(n, dtype=torch.long, device=rows.device) if greedy else None
+    for begin in range(0, weight.size(0), per_block):
+        part = weight[begin : begin + per_block]
+        block = torch.mm(part, rows.t(), out=buffer[: part.size(0) * n].view(part.size(0), n))
+        if first_max is None:
+            block_top = block.amax(0)
+        else:
+            block_top, block_index = block.max(0)
+            # strictly greater: on a tie the earlier block's index, the first maximum, stays
+            first_max = torch.where(block_top > top, block_index + begin, first_max)
+        new_top = torch.maximum(top, block_top)
+        total.mul_((top - new_top).exp_()).add_(block.sub_(new_top).exp_().sum(0))
+        top = new_top
+    return total.log_().add_(top), first_max
 
 
 def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
