@@ -26,13 +26,16 @@ def test_special_tokens_live_in_padding_rows() -> None:
     assert enc.eot_token == 50256
 
 
-def test_roundtrip_random_unicode_and_batch_api_agree() -> None:
+@pytest.mark.parametrize("count", [0, 1, 3, 200])
+def test_encode_texts_gives_each_texts_own_ids_in_order_and_they_decode_back(count) -> None:
     enc = get_tokenizer()
-    rng = random.Random(0)
+    rng = random.Random(count)
     alphabet = "abc XYZ 123 \n\t'\"!?é漢字😀—ーß"
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(200)]
-    batch = enc.encode_ordinary_batch(texts, num_threads=2)
-    for text, ids in zip(texts, batch):
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(count)]
+    texts[:1] = ["<|endoftext|> stays text"][: len(texts[:1])]
+    encoded = tok.encode_texts(texts)
+    assert len(encoded) == count
+    for text, ids in zip(texts, encoded):
         assert ids == enc.encode_ordinary(text)
         assert enc.decode(ids) == text
 

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from gptlab.data.incontext import InContextDataModule, collate, left_padded, scoring_batches
 from gptlab.data.labeled import IndexedExamples
 from gptlab.data.prompts import Request, encode_pairs, fit_window
-from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+from gptlab.data.tokenizer import EOT_ID, encode_texts
 from gptlab.tasks.metrics import METRIC_FAMILIES, check_metric_names, generation_needs
 
 
@@ -89,7 +89,7 @@ class GenerativeDataModule(InContextDataModule):
         answers = [ex["targets"][0] for ex in examples]
         pairs = encode_pairs(contexts, [[self.prompt.target_delimiter + answer] for answer in answers])
         room = self.block_size - self.rules.max_gen_toks
-        prompts = get_tokenizer().encode_ordinary_batch(contexts)  # whole, as lm-eval's generate_until
+        prompts = encode_texts(contexts)  # whole, as lm-eval's generate_until
         requests = []
         for i, (example, answer, prompt, (context, (target,))) in enumerate(zip(examples, answers, prompts, pairs)):
             # an empty context: the end-of-text token, as for scoring choices

@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+from gptlab.data.tokenizer import EOT_ID, encode_texts
 from gptlab.tasks.spec import PROMPT_FILTERS, PromptSpec
 
 Example = Mapping[str, Any]
@@ -189,7 +189,7 @@ def encode_pairs(
 ) -> list[tuple[list[int], list[list[int]]]]:
     """(context ids, ids of each continuation) for every context, as lm-eval's ``_encode_pair``
     splits them (see the module doc's tokens; an empty context stays empty here)."""
-    encode = get_tokenizer().encode_ordinary_batch
+    encode = encode_texts
     kept = [context.rstrip() for context in contexts]
     tails = [
         [context[len(head):] + continuation for continuation in conts]

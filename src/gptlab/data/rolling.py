@@ -38,7 +38,7 @@ from gptlab.data.incontext import FILL_ID
 from gptlab.data.labeled import IndexedExamples
 from gptlab.data.corpus_units import plan_corpus
 from gptlab.data.unit_encoding import unit_pieces
-from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+from gptlab.data.tokenizer import EOT_ID, encode_texts
 from gptlab.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class RollingDataModule(TaskDataModule):
         if self.windows:
             return
         self.documents, self.skipped_lines = validation_documents(self.spec)
-        tokens = get_tokenizer().encode_ordinary_batch(self.documents)
+        tokens = encode_texts(self.documents)
         self.windows = [
             w for i, (text, ids) in enumerate(zip(self.documents, tokens)) if ids
             for w in rolling_windows(i, text, ids, self.block_size)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from gptlab.data.tokenizer import DELIM_ID, EXTRACT_ID, START_ID, get_tokenizer
+from gptlab.data.tokenizer import DELIM_ID, EXTRACT_ID, START_ID, encode_texts
 
 IGNORE_INDEX = -100  # torch's cross-entropy ignore_index
 
@@ -197,8 +197,7 @@ BatchTransform = Callable[[Sequence[Example], Callable[[Any], Any], int], list[T
 
 
 def _encode(texts: list[str]) -> list[list[int]]:
-    # One batched call per field: tiktoken encodes a batch on several threads.
-    return get_tokenizer().encode_ordinary_batch(texts)
+    return encode_texts(texts)  # one call per field: the texts are encoded on every CPU
 
 
 def _regroup(flat: list[list[int]], counts: Sequence[int]) -> list[list[list[int]]]:

@@ -31,7 +31,7 @@ from lm_eval.api.registry import register_model
 from gptlab.data.incontext import collate, left_padded, scoring_batches
 from gptlab.data.prompts import Request, encode_pairs
 from gptlab.data.rolling import collate_windows, rolling_windows
-from gptlab.data.tokenizer import EOT_ID, get_tokenizer
+from gptlab.data.tokenizer import EOT_ID, encode_texts, get_tokenizer
 from gptlab.lit.incontext import continuation_scores
 from gptlab.lit.rolling import window_loglikelihoods
 from gptlab.model.build import load_pretrained
@@ -137,7 +137,7 @@ class GptlabLM(LM):
 
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
         texts = [request.args[0] for request in requests]
-        tokens = get_tokenizer().encode_ordinary_batch(texts)
+        tokens = encode_texts(texts)
         windows = [w for i, (text, ids) in enumerate(zip(texts, tokens)) for w in rolling_windows(i, text, ids, self.max_length)]
         totals = torch.zeros(len(texts), dtype=torch.float64)
         logits = LogitBuffer()
@@ -158,13 +158,13 @@ class GptlabLM(LM):
         for i, request in enumerate(requests):
             rules = self._rules(request.args[1])
             by_settings[rules.until, rules.max_gen_toks].append(i)
-        encode, decode = get_tokenizer().encode_ordinary_batch, get_tokenizer().decode
+        decode = get_tokenizer().decode
         for (until, max_gen_toks), members in by_settings.items():
             rules = GenerationSpec(until=until, max_gen_toks=max_gen_toks)
             room = self.max_length - rules.max_gen_toks
             if room < 1:
                 raise ValueError(f"max_gen_toks={rules.max_gen_toks} leaves no room for a prompt in max_length={self.max_length}")
-            prompts = [ids[-room:] or [EOT_ID] for ids in encode([requests[i].args[0] for i in members])]
+            prompts = [ids[-room:] or [EOT_ID] for ids in encode_texts([requests[i].args[0] for i in members])]
             order = sorted(range(len(members)), key=lambda j: -len(prompts[j]))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
