@@ -176,6 +176,24 @@ def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt
     torch.testing.assert_close(logprobs, expected, atol=1e-5, rtol=0)
 
 
+def test_a_logit_far_above_its_first_blocks_maximum_scores_as_log_softmax(tiny_gpt, monkeypatch) -> None:
+    """The exponentials of a state are summed relative to its first block's maximum; a logit more
+    than 88 above it overflows that sum, and the state is summed again relative to its maximum."""
+    model = tiny_gpt(vocab_size=SMALL_VOCAB)
+    monkeypatch.setattr(incontext, "HEAD_BLOCK", 8 * 100)  # 8 states: blocks of 100 tokens
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        hidden = torch.randn(8, model.config.n_embd, generator=g)
+        model.output_embedding[900] = hidden[0] * (150 / hidden[0].square().sum())  # state 0: logit 150 at 900
+        logits = hidden @ model.output_embedding.T
+        targets = torch.randint(0, SMALL_VOCAB, (8,), generator=g)
+        targets[:2] = torch.tensor([900, 5])
+        logprobs, _ = token_scores(model, hidden, targets)
+    assert logits[0, 900] - logits[0, :100].max() > 89  # exp(logit - first block's maximum) is inf
+    expected = logits.double().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(logprobs.double(), expected, atol=1e-4, rtol=0)  # fp32's step at 150: 1.5e-5
+
+
 def test_a_logit_buffer_is_reused_across_calls_and_changes_no_score(tiny_gpt, monkeypatch) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     g = torch.Generator().manual_seed(1)

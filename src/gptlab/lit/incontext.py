@@ -22,7 +22,7 @@ makes an imported GPT-2 score exactly as Hugging Face's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import lightning.pytorch as pl
 import torch
@@ -86,27 +86,66 @@ def _log_normalisers(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """logsumexp of each row's logits (``rows @ weight.T``), and with ``greedy`` each row's argmax
     (its first maximum, as lm-eval's ``is_greedy`` takes it; else None). The logits are computed
-    (vocabulary, rows) in blocks of at most ``buffer.numel()``, which each overwrites, and reduced
-    online: a running maximum and a sum of exponentials rescaled to it. Equal to log_softmax's
+    (vocabulary, rows) in blocks of at most ``buffer.numel()``, which each overwrites.
+
+    A row's exponentials are summed relative to one reference: its maximum with ``greedy``, which
+    finds it anyway, else its first block's maximum. The matmul subtracts it as it writes a block,
+    so no pass looks for a running maximum or rescales to it. A row whose sum overflows (a logit 88
+    above its reference) is summed again relative to its maximum. Equal to log_softmax's
     normaliser to ~1e-6."""
+    first_max = shift = None
+    if greedy:
+        top, first_max = _maxima(weight, rows, buffer)
+        shift = top.neg_()
+    total, shift = _exp_sums(weight, rows, buffer, shift)
+    overflowed = total.isinf()
+    if bool(overflowed.any()):
+        again = overflowed.nonzero().squeeze(1)
+        total[again], shift[again] = _exp_sums(weight, rows[again], buffer, _maxima(weight, rows[again], buffer)[0].neg_())
+    return total.log_().sub_(shift), first_max
+
+
+def _logit_blocks(
+    weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(first token, its block's rows of ``weight``, the block's place in ``buffer``) for blocks of
+    vocabulary whose (tokens, rows) logits fit ``buffer``."""
     n = rows.size(0)
     per_block = max(1, buffer.numel() // n)
-    top = torch.full((n,), float("-inf"), device=rows.device)
-    total = torch.zeros(n, device=rows.device)
-    first_max = torch.zeros(n, dtype=torch.long, device=rows.device) if greedy else None
     for begin in range(0, weight.size(0), per_block):
         part = weight[begin : begin + per_block]
-        block = torch.mm(part, rows.t(), out=buffer[: part.size(0) * n].view(part.size(0), n))
-        if first_max is None:
-            block_top = block.amax(0)
+        yield begin, part, buffer[: part.size(0) * n].view(part.size(0), n)
+
+
+def _maxima(weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's largest logit and its first index (a tie goes to the lowest token id)."""
+    top = first = None
+    for begin, part, out in _logit_blocks(weight, rows, buffer):
+        block_top, block_index = torch.mm(part, rows.t(), out=out).max(0)
+        if top is None:
+            top, first = block_top, block_index
         else:
-            block_top, block_index = block.max(0)
             # strictly greater: on a tie the earlier block's index, the first maximum, stays
-            first_max = torch.where(block_top > top, block_index + begin, first_max)
-        new_top = torch.maximum(top, block_top)
-        total.mul_((top - new_top).exp_()).add_(block.sub_(new_top).exp_().sum(0))
-        top = new_top
-    return total.log_().add_(top), first_max
+            first = torch.where(block_top > top, block_index + begin, first)
+            top = torch.maximum(top, block_top)
+    return top, first
+
+
+def _exp_sums(
+    weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor, shift: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's sum of exp(logit + shift) and its ``shift``: the one given, else minus the row's
+    largest logit in the first block."""
+    total = torch.zeros(rows.size(0), device=rows.device)
+    for _, part, out in _logit_blocks(weight, rows, buffer):
+        if shift is None:
+            block = torch.mm(part, rows.t(), out=out)
+            shift = block.amax(0).neg_()
+            block.add_(shift)
+        else:
+            block = torch.addmm(shift, part, rows.t(), out=out)
+        total.add_(block.exp_().sum(0))
+    return total, shift
 
 
 def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
