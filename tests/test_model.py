@@ -227,7 +227,7 @@ def test_a_cache_with_a_capacity_decodes_as_a_growing_one(tiny_gpt) -> None:
             step = torch.randint(0, 64, (3, 1), generator=torch.Generator().manual_seed(0))
             out.append(model.hidden_states(step, None, positions[:, -1:] + 1, cache))
             cache.select(torch.tensor([2, 0]))
-            cache = cache.repeat_interleave(torch.tensor([1, 2]))
+            cache = cache.take(torch.tensor([0, 1, 1]))
             out.append(model.hidden_states(step[[2, 0, 0]], None, positions[[2, 0, 0], -1:] + 2, cache))
         states.append(out)
         assert cache.length == 7

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.lit.predictions import PredictionLog
-from gptlab.model.gpt import GPT
+from gptlab.model.gpt import GPT, KVCache
 from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.report.results import N_TRUNCATED
 from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
@@ -43,6 +43,9 @@ LOGIT_CHUNK = 2048
 # matmul that writes it to the log-sum-exp that reads it. A chunk's whole logits (up to 400 MB)
 # went out to memory and back four times (BENCHMARKS.md, the zero-shot suite).
 HEAD_BLOCK = 1 << 20
+# answers run through the backbone in groups of similar length: an answer joins a group while it is at
+# least this share of the group's longest. Lower: fewer, more padded calls (BENCHMARKS.md, the suite).
+GROUP_FILL = 0.5
 
 
 def token_scores(
@@ -188,7 +191,8 @@ def continuation_scores(
     cache = model.new_cache() if answers.size(1) > 1 else None
     hidden = model.hidden_states(prefix, prefix_mask if padded else None, positions, cache)
     # state t of an answer predicts its token t: the context's last state, then the answer's own
-    states = [hidden[:, -1:].repeat_interleave(repeats, dim=0)]
+    example = torch.repeat_interleave(torch.arange(repeats.numel(), device=repeats.device), repeats)
+    states = [hidden[example, -1:]]
     if cache is not None:
         if prefix.size(1) + answers.size(1) - 1 > model.config.block_size:
             raise ValueError(
@@ -196,15 +200,9 @@ def continuation_scores(
                 f"({answers.size(1)}) do not fit block_size={model.config.block_size}; "
                 "batch with gptlab.data.incontext.scoring_batches"
             )
-        cache = cache.repeat_interleave(repeats)
-        steps, step_mask = answers[:, :-1], answer_mask[:, :-1]
-        start = prefix_mask.sum(1).repeat_interleave(repeats)
-        step_positions = start[:, None] + torch.arange(steps.size(1), device=steps.device)
-        mask = None if bool(step_mask.all()) else step_mask
-        states.append(model.hidden_states(steps, mask, step_positions, cache))
+        states.append(answer_states(model, cache, example, answers[:, :-1], answer_mask[:, :-1], prefix_mask.sum(1)))
     keep = batch.get("score_mask", answer_mask).bool()
     # one LM-head row per distinct state: its first token's, then those of answers that agree so far
-    example = torch.repeat_interleave(torch.arange(repeats.numel(), device=repeats.device), repeats)
     distinct, state = torch.unique(shared_states(example, answers)[keep], return_inverse=True)
     first = torch.full((distinct.numel(),), state.numel(), device=state.device)
     first.scatter_reduce_(0, state, torch.arange(state.numel(), device=state.device), "amin")
@@ -216,6 +214,44 @@ def continuation_scores(
         return loglik, None
     misses = torch.zeros(answers.size(0), device=answers.device).index_add_(0, rows, (~is_argmax).float())
     return loglik, misses == 0
+
+
+def answer_states(
+    model: GPT, cache: KVCache, example: torch.Tensor, steps: torch.Tensor, step_mask: torch.Tensor, start: torch.Tensor
+) -> torch.Tensor:
+    """The hidden state after each of ``steps`` (N, L), answers' tokens but their last (padding:
+    ``step_mask`` 0): answer i continues row ``example[i]`` of the contexts' ``cache``, whose real
+    length is ``start[example[i]]``. Answers run in groups of similar length (``length_groups``):
+    padded to the batch's longest answer, most of the tokens were padding (59% in the zero-shot suite)."""
+    lengths = step_mask.sum(1)
+    out = None
+    for group in length_groups(lengths.tolist()):
+        rows = torch.tensor(group, device=steps.device)
+        width = int(lengths[group[0]])
+        mask = step_mask[rows, :width]
+        positions = start[example[rows], None] + torch.arange(width, device=steps.device)
+        hidden = model.hidden_states(
+            steps[rows, :width], None if bool(mask.all()) else mask, positions, cache.take(example[rows])
+        )
+        if out is None:
+            out = hidden.new_zeros((*steps.shape, hidden.size(-1)))
+        out[rows, :width] = hidden
+    return out
+
+
+def length_groups(lengths: list[int]) -> list[list[int]]:
+    """Indices of ``lengths`` from the longest down, cut into groups: an index joins its group while
+    its length is at least ``GROUP_FILL`` of the group's first (so a group is at most 1 - GROUP_FILL
+    padding per token of the longest); zero lengths are left out."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if lengths[i] == 0:
+            break
+        if groups and lengths[i] >= GROUP_FILL * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def choice_loglikelihoods(model: GPT, batch: Batch, logits: LogitBuffer | None = None) -> torch.Tensor:

@@ -134,14 +134,15 @@ class KVCache:
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, rows)
 
-    def repeat_interleave(self, repeats: torch.Tensor | int) -> KVCache:
-        """A new cache whose row i is repeated ``repeats[i]`` times (one prefix, many continuations)."""
+    def take(self, rows: torch.Tensor) -> KVCache:
+        """A new cache of the batch rows ``rows`` in that order, a row as often as it is named (one
+        context's cache for each of its continuations)."""
         out = KVCache(len(self.keys), self.capacity)
-        out.keys = [k.repeat_interleave(repeats, dim=0) for k in self.keys]
-        out.values = [v.repeat_interleave(repeats, dim=0) for v in self.values]
+        out.keys = [k.index_select(0, rows) for k in self.keys]
+        out.values = [v.index_select(0, rows) for v in self.values]
         out.filled = list(self.filled)
         if self.key_mask is not None:
-            out.key_mask = self.key_mask.repeat_interleave(repeats, dim=0)
+            out.key_mask = self.key_mask.index_select(0, rows)
         return out
 
 
