@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptlab.cli.train import build_datamodule, train
 from gptlab.conditions import Condition
 from gptlab.data.contract import TaskDataModule
+from gptlab.heap import frozen_heap
 from gptlab.report.results import SCRATCH, ResultRow, append_results
 from gptlab.resources import config_dir
 from gptlab.schema import ConfigError, is_incontext, validate_config
@@ -94,13 +95,14 @@ def run_suite(cfg: DictConfig) -> dict[str, float]:
             f"{cfg.regime.nature} regime: use regime=zero_shot"
         )
     runs = suite_runs(cfg, suite)
-    for run in runs:  # every task is checked and read before any model runs
-        prepare(run, suite)
-    model = instantiate(cfg.model)  # one backbone for every task: it is only read
-    for run in runs:
-        metrics = train(run.cfg, run.datamodule, model)
-        splits = run.datamodule.eval_splits
-        run.value = metrics[f"{val_prefix(splits[0], splits)}{run.task.metric}"]
+    with frozen_heap():
+        for run in runs:  # every task is checked and read before any model runs
+            prepare(run, suite)
+        model = instantiate(cfg.model)  # one backbone for every task: it is only read
+        for run in runs:
+            metrics = train(run.cfg, run.datamodule, model)
+            splits = run.datamodule.eval_splits
+            run.value = metrics[f"{val_prefix(splits[0], splits)}{run.task.metric}"]
     scores = {k: suite_score([(r.value, r.chance) for r in runs if r.k == k]) for k in suite.shots}
     if rank_zero_only.rank == 0:
         condition = Condition.of(cfg)

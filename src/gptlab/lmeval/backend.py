@@ -32,6 +32,7 @@ from gptlab.data.incontext import collate, left_padded, scoring_batches
 from gptlab.data.prompts import Request, encode_pairs
 from gptlab.data.rolling import collate_windows, rolling_windows
 from gptlab.data.tokenizer import EOT_ID, encode_texts, get_tokenizer
+from gptlab.heap import frozen_heap
 from gptlab.lit.incontext import continuation_scores
 from gptlab.lit.rolling import window_loglikelihoods
 from gptlab.model.build import load_pretrained
@@ -97,6 +98,7 @@ class GptlabLM(LM):
 
     # ------------------------------------------------------------------ loglikelihood
 
+    @frozen_heap()
     def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [request.args for request in requests]
         by_context: dict[str, list[int]] = defaultdict(list)
@@ -135,6 +137,7 @@ class GptlabLM(LM):
 
     # ------------------------------------------------------------------ rolling
 
+    @frozen_heap()
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
         texts = [request.args[0] for request in requests]
         tokens = encode_texts(texts)
@@ -152,6 +155,7 @@ class GptlabLM(LM):
 
     # ------------------------------------------------------------------ generation
 
+    @frozen_heap()
     def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
         results: list[str] = [""] * len(requests)
         by_settings: dict[tuple[tuple[str, ...], int], list[int]] = defaultdict(list)
