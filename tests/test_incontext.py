@@ -176,9 +176,10 @@ def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt
     torch.testing.assert_close(logprobs, expected, atol=1e-5, rtol=0)
 
 
-def test_a_logit_far_above_its_first_blocks_maximum_scores_as_log_softmax(tiny_gpt, monkeypatch) -> None:
+@pytest.mark.parametrize("greedy", [False, True])
+def test_a_logit_far_above_its_first_blocks_maximum_scores_as_log_softmax(tiny_gpt, monkeypatch, greedy) -> None:
     """The exponentials of a state are summed relative to its first block's maximum; a logit more
-    than 88 above it overflows that sum, and the state is summed again relative to its maximum."""
+    than 88 above it overflows that sum, and the state's normaliser is computed again whole."""
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     monkeypatch.setattr(incontext, "HEAD_BLOCK", 8 * 100)  # 8 states: blocks of 100 tokens
     g = torch.Generator().manual_seed(3)
@@ -188,8 +189,10 @@ def test_a_logit_far_above_its_first_blocks_maximum_scores_as_log_softmax(tiny_g
         logits = hidden @ model.output_embedding.T
         targets = torch.randint(0, SMALL_VOCAB, (8,), generator=g)
         targets[:2] = torch.tensor([900, 5])
-        logprobs, _ = token_scores(model, hidden, targets)
+        logprobs, is_argmax = token_scores(model, hidden, targets, greedy=greedy)
     assert logits[0, 900] - logits[0, :100].max() > 89  # exp(logit - first block's maximum) is inf
+    if greedy:
+        assert is_argmax.tolist() == (logits.argmax(-1) == targets).tolist() and bool(is_argmax[0])
     expected = logits.double().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(logprobs.double(), expected, atol=1e-4, rtol=0)  # fp32's step at 150: 1.5e-5
 

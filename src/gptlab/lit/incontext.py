@@ -43,6 +43,8 @@ LOGIT_CHUNK = 2048
 # matmul that writes it to the log-sum-exp that reads it. A chunk's whole logits (up to 400 MB)
 # went out to memory and back four times (BENCHMARKS.md, the zero-shot suite).
 HEAD_BLOCK = 1 << 20
+# rows whose log-sum-exp overflowed its reference, computed again whole this many at a time
+OVERFLOW_CHUNK = 64
 # answers run through the backbone in groups of similar length: an answer joins a group while it is at
 # least this share of the group's longest. Lower: fewer, more padded calls (BENCHMARKS.md, the suite).
 GROUP_FILL = 0.5
@@ -91,21 +93,34 @@ def _log_normalisers(
     (its first maximum, as lm-eval's ``is_greedy`` takes it; else None). The logits are computed
     (vocabulary, rows) in blocks of at most ``buffer.numel()``, which each overwrites.
 
-    A row's exponentials are summed relative to one reference: its maximum with ``greedy``, which
-    finds it anyway, else its first block's maximum. The matmul subtracts it as it writes a block,
-    so no pass looks for a running maximum or rescales to it. A row whose sum overflows (a logit 88
-    above its reference) is summed again relative to its maximum. Equal to log_softmax's
-    normaliser to ~1e-6."""
-    first_max = shift = None
-    if greedy:
-        top, first_max = _maxima(weight, rows, buffer)
-        shift = top.neg_()
-    total, shift = _exp_sums(weight, rows, buffer, shift)
-    overflowed = total.isinf()
-    if bool(overflowed.any()):
-        again = overflowed.nonzero().squeeze(1)
-        total[again], shift[again] = _exp_sums(weight, rows[again], buffer, _maxima(weight, rows[again], buffer)[0].neg_())
-    return total.log_().sub_(shift), first_max
+    A row's exponentials are summed relative to one reference, its first block's maximum: no pass
+    looks for a running maximum or rescales to it, and without ``greedy`` the matmul subtracts the
+    reference as it writes each later block. A row whose sum overflows (a logit 88 above its
+    reference) is computed again whole. Equal to log_softmax's normaliser to ~1e-6."""
+    total = torch.zeros(rows.size(0), device=rows.device)
+    shift = top = first_max = None
+    for begin, part, out in _logit_blocks(weight, rows, buffer):
+        if shift is not None and not greedy:
+            block = torch.addmm(shift, part, rows.t(), out=out)
+        else:
+            block = torch.mm(part, rows.t(), out=out)
+            if greedy:
+                block_top, block_index = block.max(0)
+                if top is None:
+                    top, first_max = block_top, block_index
+                else:
+                    # strictly greater: on a tie the earlier block's index, the first maximum, stays
+                    first_max = torch.where(block_top > top, block_index + begin, first_max)
+                    top = torch.maximum(top, block_top)
+            if shift is None:
+                shift = (top if greedy else block.amax(0)).neg()
+            block.add_(shift)
+        total.add_(block.exp_().sum(0))
+    normaliser = total.log_().sub_(shift)
+    overflowed = normaliser.isinf().nonzero().squeeze(1)
+    for again in overflowed.split(OVERFLOW_CHUNK):
+        normaliser[again] = torch.logsumexp(rows[again] @ weight.t(), -1)
+    return normaliser, first_max
 
 
 def _logit_blocks(
@@ -118,37 +133,6 @@ def _logit_blocks(
     for begin in range(0, weight.size(0), per_block):
         part = weight[begin : begin + per_block]
         yield begin, part, buffer[: part.size(0) * n].view(part.size(0), n)
-
-
-def _maxima(weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's largest logit and its first index (a tie goes to the lowest token id)."""
-    top = first = None
-    for begin, part, out in _logit_blocks(weight, rows, buffer):
-        block_top, block_index = torch.mm(part, rows.t(), out=out).max(0)
-        if top is None:
-            top, first = block_top, block_index
-        else:
-            # strictly greater: on a tie the earlier block's index, the first maximum, stays
-            first = torch.where(block_top > top, block_index + begin, first)
-            top = torch.maximum(top, block_top)
-    return top, first
-
-
-def _exp_sums(
-    weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor, shift: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's sum of exp(logit + shift) and its ``shift``: the one given, else minus the row's
-    largest logit in the first block."""
-    total = torch.zeros(rows.size(0), device=rows.device)
-    for _, part, out in _logit_blocks(weight, rows, buffer):
-        if shift is None:
-            block = torch.mm(part, rows.t(), out=out)
-            shift = block.amax(0).neg_()
-            block.add_(shift)
-        else:
-            block = torch.addmm(shift, part, rows.t(), out=out)
-        total.add_(block.exp_().sum(0))
-    return total, shift
 
 
 def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
