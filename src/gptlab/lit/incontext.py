@@ -66,7 +66,7 @@ def token_scores(
     if states is None:
         states = torch.arange(targets.numel(), device=targets.device)
     norm = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
-    first_max = torch.empty(hidden.size(0), dtype=torch.long, device=hidden.device) if greedy else None
+    is_argmax = torch.empty(targets.shape, dtype=torch.bool, device=hidden.device) if greedy else None
     # fp32 whatever the trainer's precision: the sums compare answers that differ in the 3rd digit
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         weight = model.output_embedding[:GPT2_VOCAB_SIZE].float()
@@ -77,50 +77,65 @@ def token_scores(
             size = HEAD_BLOCK if on_cpu else weight.size(0) * rows.size(0)  # a GPU: one block
             # every block's logits go to one buffer: the evaluation's, kept between calls, else this call's own
             buffer = torch.empty(size, device=hidden.device) if logits is None else logits.get(1, size, hidden.device)
-            done = slice(start, start + rows.size(0))
-            norm[done], top_index = _log_normalisers(weight, rows, buffer.view(-1), greedy)
-            if first_max is not None:
-                first_max[done] = top_index
+            # the targets that follow this chunk's states (all of them when there is one chunk)
+            picked = slice(None) if rows.size(0) == hidden.size(0) else (
+                ((states >= start) & (states < start + rows.size(0))).nonzero().squeeze(1)
+            )
+            picks = (states[picked] - start, targets[picked]) if greedy else None
+            norm[start : start + rows.size(0)], chunk_argmax = _log_normalisers(weight, rows, buffer.view(-1), picks)
+            if is_argmax is not None:
+                is_argmax[picked] = chunk_argmax
         # the target's own logit, one dot product each: the blocks need not find it
         chosen = torch.linalg.vecdot(weight[targets], hidden[states])
-    return chosen - norm[states], None if first_max is None else first_max[states] == targets
+    return chosen - norm[states], is_argmax
 
 
 def _log_normalisers(
-    weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor, greedy: bool
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    buffer: torch.Tensor,
+    picks: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """logsumexp of each row's logits (``rows @ weight.T``), and with ``greedy`` each row's argmax
-    (its first maximum, as lm-eval's ``is_greedy`` takes it; else None). The logits are computed
-    (vocabulary, rows) in blocks of at most ``buffer.numel()``, which each overwrites.
+    """logsumexp of each row's logits (``rows @ weight.T``), and with ``picks`` (rows (M,), tokens
+    (M,)) whether each token is its row's argmax (its first maximum, as lm-eval's ``is_greedy``
+    takes it; else None). The logits are computed (vocabulary, rows) in blocks of at most
+    ``buffer.numel()``, which each overwrites.
 
-    A row's exponentials are summed relative to one reference, its first block's maximum: no pass
-    looks for a running maximum or rescales to it, and without ``greedy`` the matmul subtracts the
-    reference as it writes each later block. A row whose sum overflows (a logit 88 above its
-    reference) is computed again whole. Equal to log_softmax's normaliser to ~1e-6."""
+    A row's exponentials are summed relative to one reference, its first block's maximum, which the
+    matmul subtracts as it writes each later block: no pass looks for a running maximum or rescales
+    to it. A row whose sum overflows (a logit 88 above its reference) is computed again whole.
+    Equal to log_softmax's normaliser to ~1e-6."""
     total = torch.zeros(rows.size(0), device=rows.device)
-    shift = top = first_max = None
+    shift = None
+    if picks is not None:
+        # a token is its row's first maximum when it reaches the row's maximum, every block before
+        # its own stays below that, and it is the first maximum of its own block
+        picked_rows, tokens = picks
+        value = torch.empty(tokens.shape, device=rows.device)
+        before = torch.empty(tokens.shape, device=rows.device)
+        first_in_block = torch.empty(tokens.shape, dtype=torch.bool, device=rows.device)
+        top = torch.full((rows.size(0),), float("-inf"), device=rows.device)
     for begin, part, out in _logit_blocks(weight, rows, buffer):
-        if shift is not None and not greedy:
-            block = torch.addmm(shift, part, rows.t(), out=out)
-        else:
+        if shift is None:
             block = torch.mm(part, rows.t(), out=out)
-            if greedy:
-                block_top, block_index = block.max(0)
-                if top is None:
-                    top, first_max = block_top, block_index
-                else:
-                    # strictly greater: on a tie the earlier block's index, the first maximum, stays
-                    first_max = torch.where(block_top > top, block_index + begin, first_max)
-                    top = torch.maximum(top, block_top)
-            if shift is None:
-                shift = (top if greedy else block.amax(0)).neg()
+            shift = block.amax(0).neg_()
             block.add_(shift)
+        else:
+            block = torch.addmm(shift, part, rows.t(), out=out)
+        if picks is not None:
+            inside = ((tokens >= begin) & (tokens < begin + part.size(0))).nonzero().squeeze(1)
+            row, token = picked_rows[inside], tokens[inside] - begin
+            value[inside], before[inside] = block[token, row], top[row]
+            first_in_block[inside] = block.index_select(1, row).argmax(0) == token
+            top = torch.maximum(top, block.amax(0))
         total.add_(block.exp_().sum(0))
     normaliser = total.log_().sub_(shift)
     overflowed = normaliser.isinf().nonzero().squeeze(1)
     for again in overflowed.split(OVERFLOW_CHUNK):
         normaliser[again] = torch.logsumexp(rows[again] @ weight.t(), -1)
-    return normaliser, first_max
+    if picks is None:
+        return normaliser, None
+    return normaliser, (value == top[picked_rows]) & (before < value) & first_in_block
 
 
 def _logit_blocks(
