@@ -126,6 +126,15 @@ def test_answers_that_agree_so_far_share_lm_head_rows_and_score_as_alone(tiny_gp
     assert head_rows == [6]
 
 
+def test_length_groups_run_longest_first_and_pad_under_half_a_group() -> None:
+    lengths = [3, 10, 0, 5, 6, 2, 10, 1]
+    groups = incontext.length_groups(lengths)
+    assert groups == [[1, 6, 4, 3], [0, 5], [7]]  # 10 10 6 5 | 3 2 | 1; the empty answer runs no step
+    for group in groups:
+        width = lengths[group[0]]
+        assert all(width >= lengths[i] >= incontext.GROUP_FILL * width for i in group)
+
+
 def test_targets_that_share_a_state_score_as_if_it_were_repeated(tiny_gpt, monkeypatch) -> None:
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     g = torch.Generator().manual_seed(2)

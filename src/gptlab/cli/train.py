@@ -147,9 +147,10 @@ def train(
     cfg: DictConfig, datamodule: TaskDataModule | None = None, model: GPT | None = None
 ) -> dict[str, float]:
     """Fit, validate the final weights, write ``results.jsonl``; returns the final metrics.
-    ``datamodule``, ``model``: already built from ``cfg`` (an evaluation suite reads every task
-    first and scores them all with one backbone)."""
-    validate_config(cfg)  # every bad key at once, before any data is read
+    ``datamodule``, ``model``: already built from ``cfg``, which the caller has checked (an
+    evaluation suite checks and reads every task first and scores them all with one backbone)."""
+    if datamodule is None:
+        validate_config(cfg)  # every bad key at once, before any data is read
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     if node := scorer_node(cfg):
