@@ -4,7 +4,7 @@ passes until it ends.
 Why: Python's cyclic collector walks every tracked object on each full (generation 2) pass. After
 torch, Lightning, Hydra and a dataset's records are loaded that is over half a million objects,
 ~0.3 s a pass, and an evaluation that reads and tokenizes several tasks triggers a few: 0.4-0.8 s of
-the 14 s zero-shot suite (BENCHMARKS.md). Objects frozen are still freed by reference counting;
+the 14 s zero-shot suite. Objects frozen are still freed by reference counting;
 only cycles among them wait for the block's end, when ``gc.unfreeze`` hands them back.
 """
 

@@ -189,14 +189,13 @@ def encode_pairs(
 ) -> list[tuple[list[int], list[list[int]]]]:
     """(context ids, ids of each continuation) for every context, as lm-eval's ``_encode_pair``
     splits them (see the module doc's tokens; an empty context stays empty here)."""
-    encode = encode_texts
     kept = [context.rstrip() for context in contexts]
     tails = [
         [context[len(head):] + continuation for continuation in conts]
         for context, head, conts in zip(contexts, kept, continuations)
     ]
-    heads = encode(kept)
-    wholes = iter(encode([head + tail for head, conts in zip(kept, tails) for tail in conts]))
+    heads = encode_texts(kept)
+    wholes = iter(encode_texts([head + tail for head, conts in zip(kept, tails) for tail in conts]))
     return [(head, [next(wholes)[len(head):] for _ in conts]) for head, conts in zip(heads, tails)]
 
 
