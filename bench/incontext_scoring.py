@@ -41,7 +41,8 @@ import common
 from gptlab.data.incontext import FILL_ID, InContextDataModule, collate, scoring_batches
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
-from gptlab.lit.incontext import choice_loglikelihoods, token_logprobs
+from gptlab.lit.head_scores import token_logprobs
+from gptlab.lit.incontext import choice_loglikelihoods
 from gptlab.model.gpt import GPT
 from gptlab.resources import config_dir
 

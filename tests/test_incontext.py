@@ -24,8 +24,9 @@ from gptlab.data.demo_tasks import TRAIN_SIZES
 from gptlab.data.incontext import InContextDataModule, collate
 from gptlab.data.prompts import Request
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-from gptlab.lit import incontext
-from gptlab.lit.incontext import InContextModule, choice_loglikelihoods, shared_states, token_scores
+from gptlab.lit import head_scores, incontext
+from gptlab.lit.head_scores import token_scores
+from gptlab.lit.incontext import InContextModule, choice_loglikelihoods, shared_states
 from gptlab.model.checkpoint import CONFIG_KEY
 from gptlab.model.gpt import GPT
 from gptlab.model.logit_buffer import LogitBuffer
@@ -143,7 +144,7 @@ def test_targets_that_share_a_state_score_as_if_it_were_repeated(tiny_gpt, monke
     targets = torch.randint(0, SMALL_VOCAB, (60,), generator=g)
     with torch.no_grad():
         targets[::2] = model.logits(hidden[states]).argmax(-1)[::2]
-        monkeypatch.setattr(incontext, "LOGIT_CHUNK", 7)  # three chunks of states
+        monkeypatch.setattr(head_scores, "LOGIT_CHUNK", 7)  # three chunks of states
         logprobs, greedy = token_scores(model, hidden, targets, greedy=True, states=states)
         repeated, repeated_greedy = token_scores(model, hidden[states], targets, greedy=True)
     torch.testing.assert_close(logprobs, repeated, atol=1e-6, rtol=0)
@@ -167,7 +168,7 @@ def test_is_greedy_is_the_argmax_with_ties_settled_by_the_first_maximum(tiny_gpt
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
     g = torch.Generator().manual_seed(0)
     if block_tokens is not None:
-        monkeypatch.setattr(incontext, "HEAD_BLOCK", 64 * block_tokens)  # 64 states
+        monkeypatch.setattr(head_scores, "HEAD_BLOCK", 64 * block_tokens)  # 64 states
     with torch.no_grad():
         model.output_embedding[7] = model.output_embedding[3] = 1.0
         hidden = torch.randn(64, model.config.n_embd, generator=g)
@@ -190,7 +191,7 @@ def test_a_logit_far_above_its_first_blocks_maximum_scores_as_log_softmax(tiny_g
     """The exponentials of a state are summed relative to its first block's maximum; a logit more
     than 88 above it overflows that sum, and the state's normaliser is computed again whole."""
     model = tiny_gpt(vocab_size=SMALL_VOCAB)
-    monkeypatch.setattr(incontext, "HEAD_BLOCK", 8 * 100)  # 8 states: blocks of 100 tokens
+    monkeypatch.setattr(head_scores, "HEAD_BLOCK", 8 * 100)  # 8 states: blocks of 100 tokens
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         hidden = torch.randn(8, model.config.n_embd, generator=g)
@@ -211,16 +212,16 @@ def test_a_logit_buffer_is_reused_across_calls_and_changes_no_score(tiny_gpt, mo
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(300, model.config.n_embd, generator=g)
     targets = torch.randint(0, SMALL_VOCAB, (300,), generator=g)
-    monkeypatch.setattr(incontext, "HEAD_BLOCK", 300 * 342)  # 300 states: blocks of 342, 342, 340 tokens
+    monkeypatch.setattr(head_scores, "HEAD_BLOCK", 300 * 342)  # 300 states: blocks of 342, 342, 340 tokens
     buffer = LogitBuffer()
-    held = buffer.get(1, incontext.HEAD_BLOCK, hidden.device).fill_(float("nan"))  # NaN until written
+    held = buffer.get(1, head_scores.HEAD_BLOCK, hidden.device).fill_(float("nan"))  # NaN until written
     with torch.no_grad():
         for n in (100, 300, 120):
             alone = token_scores(model, hidden[:n], targets[:n], greedy=True)
             logprobs, greedy = token_scores(model, hidden[:n], targets[:n], greedy=True, logits=buffer)
             assert torch.equal(logprobs, alone[0]) and torch.equal(greedy, alone[1])
     assert not held.isnan().any()  # every call wrote into the one tensor, the 300 states' blocks all of it
-    assert buffer.get(1, incontext.HEAD_BLOCK, hidden.device).data_ptr() == held.data_ptr()
+    assert buffer.get(1, head_scores.HEAD_BLOCK, hidden.device).data_ptr() == held.data_ptr()
 
 
 # ----------------------------------------------------------------------------- a small real task

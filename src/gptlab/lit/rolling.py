@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torchmetrics import SumMetric
 
-from gptlab.lit.incontext import token_logprobs
+from gptlab.lit.head_scores import token_logprobs
 from gptlab.lit.predictions import PredictionLog
 from gptlab.model.gpt import GPT
 from gptlab.model.logit_buffer import LogitBuffer

@@ -129,10 +129,8 @@ class KVCache:
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows ``rows`` (in that order), in place: finished rows leave a decode."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
-        if self.key_mask is not None:
-            self.key_mask = self.key_mask.index_select(0, rows)
+        kept = self.take(rows)
+        self.keys, self.values, self.key_mask = kept.keys, kept.values, kept.key_mask
 
     def take(self, rows: torch.Tensor) -> KVCache:
         """A new cache of the batch rows ``rows`` in that order, a row as often as it is named (one

@@ -1,6 +1,6 @@
 """``LogitBuffer``: one fp32 tensor that the LM head writes its logits into, kept for as long as its
 owner computes them (a model's training loss: (rows, vocabulary) chunks; an evaluation's scoring:
-blocks of ``gptlab.lit.incontext.HEAD_BLOCK``).
+blocks of ``gptlab.lit.head_scores.HEAD_BLOCK``).
 
 Why: on a CPU a fresh tensor of that size per chunk (64-400 MB at GPT-2's vocabulary) costs the OS
 mapping and zeroing every page on first touch: a quarter of in-context scoring's time, and ~15% of
