@@ -6,6 +6,7 @@ No timing is asserted: benchmarks are measured by ``make bench``, never by the t
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ def bench_script(monkeypatch):
     """Loads ``bench/<name>.py`` as a module (the scripts import their sibling ``common``)."""
     monkeypatch.syspath_prepend(str(BENCH))
     threads = torch.get_num_threads()
+    levels = {name: logger.level for name, logger in _loggers()}
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
@@ -53,6 +55,13 @@ def bench_script(monkeypatch):
 
     yield load
     torch.set_num_threads(threads)  # the scripts pin 2 threads
+    # the scripts quieten loggers ("gptlab" among them): later tests read their warnings with caplog
+    for name, logger in _loggers():
+        logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+def _loggers() -> list[tuple[str, logging.Logger]]:
+    return [(name, logger) for name, logger in logging.root.manager.loggerDict.items() if isinstance(logger, logging.Logger)]
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SCRIPTS])
