@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gptlab.model.build import build_gpt
+from gptlab.model.checkpoint import load_gpt_checkpoint
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.hf import CONV1D, GPT2_VOCAB_SIZE, export_hf_gpt2, load_hf_gpt2
 from gptlab.model.registry import model_config
@@ -313,6 +314,32 @@ def write_gptlab_ckpt(model: GPT, path: Path) -> Path:
     state["head.weight"] = torch.zeros(2, 2)  # a task head: not part of the backbone
     torch.save({"state_dict": state, "gptlab_model_config": model.config.to_dict()}, path)
     return path
+
+
+def test_load_gpt_checkpoint_reads_every_tensor_and_names_a_missing_one(tmp_path) -> None:
+    """The loaders skip random init (``GPT.for_loading``): every tensor must come from the file."""
+    torch.manual_seed(7)
+    trained = GPT(GPTConfig.from_dict(nano(dropout=0.0)))
+    model = load_gpt_checkpoint(write_gptlab_ckpt(trained, tmp_path / "last.ckpt"))
+    ref = trained.state_dict()
+    assert all(torch.equal(model.state_dict()[k], ref[k]) for k in ref)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    del checkpoint["state_dict"]["model.h.0.ln_1.bias"]
+    torch.save(checkpoint, tmp_path / "partial.ckpt")
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\).*"h\.0\.ln_1\.bias"'):
+        load_gpt_checkpoint(tmp_path / "partial.ckpt")
+
+
+def test_an_untied_heads_special_rows_get_the_init_on_import(tmp_path) -> None:
+    """GPT-2's file has no rows for gptlab's special tokens: on import they are N(0, 0.02) in the
+    LM head as in the embedding, not the uninitialised memory a loader-built model starts with."""
+    torch.manual_seed(8)
+    source = GPT(GPTConfig.from_dict(nano(dropout=0.0, tie_embeddings=False)))
+    model = load_hf_gpt2(str(export_hf_gpt2(source, tmp_path / "untied")))
+    for weight, theirs in ((model.wte.weight, source.wte.weight), (model.lm_head.weight, source.lm_head.weight)):
+        assert torch.equal(weight[:V], theirs[:V])
+        special = weight.detach()[V:]
+        assert special.isfinite().all() and 0.01 < special.std().item() < 0.03 and special.mean().abs() < 0.01
 
 
 def test_build_random_init_from_yaml() -> None:

@@ -67,6 +67,6 @@ def load_gpt_checkpoint(path: str | Path) -> GPT:
     checkpoint = read_checkpoint(path)
     if CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} is not a gptlab checkpoint (no {CONFIG_KEY!r} entry)")
-    model = GPT(GPTConfig.from_dict(checkpoint[CONFIG_KEY]))
-    model.load_state_dict(backbone_state_dict(checkpoint, path))
+    model = GPT.for_loading(GPTConfig.from_dict(checkpoint[CONFIG_KEY]))
+    model.load_state_dict(backbone_state_dict(checkpoint, path))  # strict: every tensor or an error
     return model

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptlab.model.gpt import INIT_STD
+
 HEAD_SHAPES = ("pooled", "pooled_sum", "per_choice", "per_token")
 
 
@@ -51,7 +53,7 @@ class TaskHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         # Each (context, answer) sequence is scored on its own, so any number of answers fits.
         self.linear = nn.Linear(n_embd, 1 if shape == "per_choice" else num_labels)
-        nn.init.normal_(self.linear.weight, std=0.02)  # the backbone's init, as in GPT-1's code
+        nn.init.normal_(self.linear.weight, std=INIT_STD)  # the backbone's init, as in GPT-1's code
         nn.init.zeros_(self.linear.bias)
 
     def forward(

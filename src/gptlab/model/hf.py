@@ -35,7 +35,7 @@ from gptlab.data.tokenizer import (
     read_verified,
 )
 from gptlab.model.checkpoint import CheckpointError
-from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.gpt import GPT, INIT_STD, GPTConfig
 
 # Modules HF implements as Conv1D; every other tensor has the same layout in both.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -226,7 +226,10 @@ def load_hf_gpt2(path_or_id: str, **overrides: Any) -> GPT:
     path_or_id = os.fspath(path_or_id)
     hf_config, hf_state = read_hf_gpt2(path_or_id)
     name = Path(path_or_id.rstrip("/\\")).name or path_or_id
-    model = GPT(gpt_config_from_hf(hf_config, name=name, **overrides))
+    model = GPT.for_loading(gpt_config_from_hf(hf_config, name=name, **overrides))
+    with torch.no_grad():  # the padding rows (gptlab's special tokens) are not in the file: init them
+        for weight in {id(w): w for w in (model.wte.weight, model.output_embedding)}.values():
+            weight[hf_config.get("vocab_size", GPT2_VOCAB_SIZE) :].normal_(0.0, INIT_STD)
     load_matching_state(model, hf_to_gptlab_state(hf_state, model), path_or_id)
     return model
 
@@ -274,7 +277,7 @@ def export_hf_gpt2(model: GPT, out_dir: str | os.PathLike[str]) -> Path:
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
-        "initializer_range": 0.02,
+        "initializer_range": INIT_STD,
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
