@@ -18,6 +18,12 @@ the first 200 examples, from a JSON-lines copy of gptlab's reading of ``hellaswa
 read local copies of the shared files in a temporary folder. Metrics ``acc`` and ``acc_norm`` only
 (no ``acc_mutual_info``, whose unconditional requests would add work to both sides).
 
+``--whole``: each task as a user runs it, every document (ARC-Easy's 2,376 test questions,
+HellaSwag's 10,042 validation examples), one pair by default (an hf sample takes ~17 minutes),
+after a warm-up pair at ``--quick``'s sizes. lm-eval's own per-call work, the same whichever backend
+(its environment report runs ``pip list``; the task build reads every document), is ~0.9 s; on the
+first 200 HellaSwag examples that is a third of gptlab's time, on the whole task ~1%.
+
 Model: a random-init gpt-micro with a 1024-token context (a 5-shot ARC prompt is 300-500 tokens:
 with gpt-micro's 256 both sides would cut contexts, and cut contexts share no prefix), exported as
 a Hugging Face GPT-2 directory (``export_model``) that both sides read; or ``--checkpoint CKPT``, a
@@ -55,6 +61,7 @@ TARGET = 5.0
 MAX_DIFF = 1e-6  # acc, acc_norm: absolute
 MAX_LOGLIK_DIFF = 1e-5  # an answer's log-likelihood: relative
 PAIRS = 3  # each hf sample takes minutes on 2 cores
+WHOLE_PAIRS = 1  # --whole: each hf sample takes ~17 minutes
 MODEL, QUICK_MODEL = "gpt-micro", "gpt-nano"
 BLOCK_SIZE = 1024
 BATCH_SIZE = 16
@@ -67,7 +74,7 @@ class Workload:
     task: str  # lmeval_peer's task name (lm-eval's gptlab_<task>)
     label: str
     shots: int
-    limit: int  # the first documents scored
+    limit: int  # the first documents scored (--whole: all)
     quick_limit: int
 
 
@@ -75,6 +82,13 @@ WORKLOADS = (
     Workload("arc_easy", "ARC-Easy 5-shot", 5, 100, 16),
     Workload("hellaswag", "HellaSwag 0-shot", 0, 200, 16),
 )
+
+
+def documents(limit: int | None, count: int | None = None) -> str:
+    """How many documents a workload scores: its first ``limit`` (lm-eval's ``limit``), or all (``count``)."""
+    if limit is not None:
+        return f"first {limit} documents"
+    return "every document" if count is None else f"all {count} documents"
 
 
 def local_files(shared: Path, root: Path) -> dict[str, dict[str, Path]]:
@@ -99,7 +113,7 @@ class Side:
     backend: str
     pretrained: Path
     task_dir: Path
-    limits: Mapping[str, int]
+    limits: Mapping[str, int | None]  # task -> documents scored (None: all)
     times: dict[str, list[float]] = field(default_factory=lambda: {w.task: [] for w in WORKLOADS})
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: set[int] = field(default_factory=set)
@@ -174,11 +188,14 @@ def compare(ours: Mapping[str, Any], theirs: Mapping[str, Any], task: str, block
 def main(argv: Sequence[str] | None = None) -> common.Report:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--checkpoint", type=Path, default=None)
+    extra.add_argument("--whole", action="store_true")
     opts, rest = extra.parse_known_args(argv)
+    pairs = WHOLE_PAIRS if opts.whole else PAIRS
     args = common.parse_args(
         __doc__.splitlines()[0] + " Also: --checkpoint CKPT (a gptlab checkpoint: gptlab reads it, hf its "
-        f"export; default a random {MODEL} with context {BLOCK_SIZE}).",
-        rest, warmup=1, pairs=PAIRS, min_pairs=PAIRS, quick_pairs=1,
+        f"export; default a random {MODEL} with context {BLOCK_SIZE}); --whole (every document of both "
+        "tasks, one pair, warm-up at --quick's sizes).",
+        rest, warmup=1, pairs=pairs, min_pairs=pairs, quick_pairs=1,
     )
     common.setup_torch()
     for name in ("transformers", "lm-eval", "lm_eval", "datasets", "gptlab"):
@@ -189,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
 
     import gptlab.lmeval.backend  # noqa: F401  (registers --model gptlab)
 
-    limits = {w.task: w.quick_limit if args.quick else w.limit for w in WORKLOADS}
+    quick_limits = {w.task: w.quick_limit for w in WORKLOADS}
+    limits = quick_limits if args.quick else {w.task: None if opts.whole else w.limit for w in WORKLOADS}
     root = Path(tempfile.mkdtemp(prefix="lmeval_backend-"))
     try:
         model = (
@@ -209,15 +227,21 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
         theirs = Side("hf", model_dir, task_dir, limits)
         print(
             f"lmeval_backend: {config.name} context {config.block_size}, "
-            + ", ".join(f"{w.label} first {limits[w.task]}" for w in WORKLOADS) + f", batch {BATCH_SIZE}",
+            + ", ".join(f"{w.label} {documents(limits[w.task])}" for w in WORKLOADS) + f", batch {BATCH_SIZE}",
             flush=True,
         )
-        pairs = common.alternate(ours.sample, theirs.sample, args.pairs, args.warmup, names=("gptlab s", "hf s"))
+        warmup = args.warmup
+        if opts.whole:  # warm up at the quick sizes: datasets' first read of each file is the same
+            for side in (ours, theirs):
+                for _ in range(warmup):
+                    Side(side.backend, side.pretrained, task_dir, quick_limits).sample()
+            warmup = 0
+        pairs = common.alternate(ours.sample, theirs.sample, args.pairs, warmup, names=("gptlab s", "hf s"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     per_workload = {
-        w.task: common.Pairs(ours.times[w.task][args.warmup:], theirs.times[w.task][args.warmup:], pairs.loads)
+        w.task: common.Pairs(ours.times[w.task][warmup:], theirs.times[w.task][warmup:], pairs.loads)
         for w in WORKLOADS
     }
     agree = {
@@ -259,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
         ]
     targets = [
         common.Target(
-            f"wall time lm-eval hf / gptlab, {w.label} ({limits[w.task]} documents)", per_workload[w.task].ratio, TARGET
+            f"wall time lm-eval hf / gptlab, {w.label} ({documents(limits[w.task], agree[w.task].documents[1])})",
+            per_workload[w.task].ratio, TARGET,
         )
         for w in WORKLOADS
     ]
@@ -277,27 +302,32 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
     threads = ", ".join(map(str, sorted(ours.threads | theirs.threads)))
     weights = f"the checkpoint `{opts.checkpoint}`" if opts.checkpoint else "random init"
     default_shape = (config.name, config.block_size) == (MODEL, BLOCK_SIZE)
+    # one section per model shape (the ratio depends on the model's size and window) and per extent
+    key = "lmeval_backend" if default_shape else f"lmeval_backend_{config.name}_{config.block_size}"
     report = common.Report(
-        # one section per model shape: the ratio depends on the model's size and window
-        key="lmeval_backend" if default_shape else f"lmeval_backend_{config.name}_{config.block_size}",
-        title="lm-evaluation-harness wall time, 5-shot ARC-Easy and zero-shot HellaSwag: `--model gptlab` vs "
-        "`--model hf`",
+        key=key + "_whole" if opts.whole else key,
+        title="lm-evaluation-harness wall time, 5-shot ARC-Easy and zero-shot HellaSwag"
+        + (", every document" if None in limits.values() else "") + ": `--model gptlab` vs `--model hf`",
         headers=("", "gptlab", "hf", "difference"),
         rows=rows,
         loads=pairs.loads,
         targets=targets,
         notes=[
-            f"{len(pairs.a)} alternating pairs after {args.warmup} warm-up pair(s): fewer than the usual "
-            f"{common.MIN_PAIRS}, because one hf sample takes minutes of both cores; the per-pair ratios show "
-            "the spread. A side's sample is one `simple_evaluate` per workload (`run_lmeval`: lm-eval's task "
+            f"{len(pairs.a)} alternating pair(s) after {args.warmup} warm-up pair(s)"
+            + (" at `--quick`'s sizes" if opts.whole else "") + f": fewer than the usual {common.MIN_PAIRS}, "
+            "because one hf sample takes minutes of both cores" + (
+                " (~17 minutes: each sample lasts long enough to average the machine's fast and slow phases)"
+                if opts.whole else "; the per-pair ratios show the spread"
+            ) + ". A side's sample is one `simple_evaluate` per workload (`run_lmeval`: lm-eval's task "
             "index over the local YAMLs, the model loaded by the backend, the documents read by `datasets` "
             "(its cache reused after the first read), few-shot prompts built, requests run, samples logged), "
             "each timed on its own; the warm-up pays `datasets`' first read. Imports (lm-eval, its hf backend, "
             "gptlab's backend) happen before timing.",
             "Data: local copies of `arc_easy/train.jsonl` (the demonstrations, drawn by lm-eval with its "
-            "default few-shot seed: identical both sides) and `arc_easy/test.jsonl` (its first "
-            f"{limits['arc_easy']} questions scored, `limit`); gptlab's reading of `hellaswag/val_full.txt` as "
-            f"JSON lines (its first {limits['hellaswag']} examples scored). Prompts are lm-eval's (ARC: "
+            "default few-shot seed: identical both sides) and `arc_easy/test.jsonl` "
+            f"({documents(limits['arc_easy'], agree['arc_easy'].documents[1])} scored); gptlab's reading of "
+            "`hellaswag/val_full.txt` as JSON lines "
+            f"({documents(limits['hellaswag'], agree['hellaswag'].documents[1])} scored). Prompts are lm-eval's (ARC: "
             "`Question: ...\\nAnswer:`, each choice a continuation; HellaSwag: the context, each ending a "
             "continuation); metrics `acc` and `acc_norm` only.",
             f"Model: {config.name} ({config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
@@ -307,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             + f" (`pretrained=`). Batch {BATCH_SIZE} both sides, CPU, torch threads during the runs: {threads}.",
         ],
     )
-    report.publish("lmeval_backend.py", args, [f"--checkpoint {opts.checkpoint}"] if opts.checkpoint else [])
+    options = [*([f"--checkpoint {opts.checkpoint}"] if opts.checkpoint else []), *(["--whole"] if opts.whole else [])]
+    report.publish("lmeval_backend.py", args, options)
     return report
 
 
