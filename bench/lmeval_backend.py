@@ -316,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> common.Report:
             f"{len(pairs.a)} alternating pair(s) after {args.warmup} warm-up pair(s)"
             + (" at `--quick`'s sizes" if opts.whole else "") + f": fewer than the usual {common.MIN_PAIRS}, "
             "because one hf sample takes minutes of both cores" + (
-                " (~17 minutes: each sample lasts long enough to average the machine's fast and slow phases)"
+                f" ({pairs.median_b / 60:.0f} minutes: each sample lasts long enough to average the machine's "
+                "fast and slow phases)"
                 if opts.whole else "; the per-pair ratios show the spread"
             ) + ". A side's sample is one `simple_evaluate` per workload (`run_lmeval`: lm-eval's task "
             "index over the local YAMLs, the model loaded by the backend, the documents read by `datasets` "

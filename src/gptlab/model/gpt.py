@@ -28,11 +28,10 @@ from torch.utils.checkpoint import checkpoint
 from gptlab.bounds import POSITIVE as POSITIVE_BOUND
 from gptlab.bounds import Bound, check_fields
 from gptlab.model.logit_buffer import LogitBuffer
+from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
 
 # the std of the weights' normal init (GPT-1/2's code); the residual projections' is scaled by depth
 INIT_STD = 0.02
-from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
-
 NORMS = ("pre", "post")
 ATTENTIONS = ("dense", "alternating")
 
@@ -301,8 +300,8 @@ class GPT(nn.Module):
     @classmethod
     def for_loading(cls, config: GPTConfig) -> GPT:
         """A model of ``config`` whose tensors are allocated but not initialised: for a caller that
-        loads every one of them. Random init costs more than reading the weights (1.2 s for GPT-2
-        small, 3.7 s for medium, on 2 cores); built on the meta device, it costs nothing."""
+        loads every one of them. Built on the meta device, it skips a random init that the load
+        would overwrite: 1.2 s for GPT-2 small, 3.7 s for medium, on 2 cores."""
         with torch.device("meta"):
             model = cls(config)
         return model.to_empty(device="cpu")
