@@ -1,7 +1,7 @@
 """The LM head's log-probabilities of chosen tokens: ``log p(target | state)`` for many states,
 without keeping a (states, vocabulary) tensor.
 
-The logits are computed (vocabulary, states) in blocks that stay in the CPU's cache between the
+The logits are computed (states, vocabulary) in blocks that stay in the CPU's cache between the
 matmul that writes them and the log-sum-exp that reads them; a state's exponentials are summed
 relative to its first block's maximum, which ``addmm`` subtracts as it writes each later block.
 The blocks hold the logits in base 2 (through states scaled by log2 e), for ``exp2``.
@@ -24,11 +24,13 @@ from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
 from gptlab.model.gpt import GPT
 from gptlab.model.logit_buffer import LogitBuffer
 
-# states per pass over the vocabulary: bounds the (vocabulary, states) logits of a GPU's single block
+# states per pass over the vocabulary: bounds the (states, vocabulary) logits of a GPU's single block
 LOGIT_CHUNK = 2048
-# logits (vocabulary rows x states) per block on a CPU, 4 MB: a block stays in the cache from the
-# matmul that writes it to the log-sum-exp that reads it. A chunk's whole logits (up to 400 MB)
-# went out to memory and back four times: 20-35% more time a state on 2 cores.
+# logits (states x vocabulary columns) per block on a CPU, 4 MB: a block stays in the cache from
+# the matmul that writes it to the log-sum-exp that reads it. A chunk's whole logits (up to 400 MB)
+# went out to memory and back four times: 20-35% more time a state on 2 cores. A state's logits are
+# one contiguous row of the block, so its reductions read memory in order: a (vocabulary, states)
+# block, reduced down its columns, took 2x the time a state (greedy) while this machine ran slow.
 HEAD_BLOCK = 1 << 20
 # exponentials in base 2: 2 ** (x * LOG2E) == e ** x. On the CPU, torch's exp of a float tensor
 # goes through MKL's vector math: 0.41-0.55 ns an element on 2 cores of an AMD EPYC, exp2's
@@ -86,7 +88,7 @@ def _log_normalisers(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """logsumexp of each row's logits (``rows @ weight.T``), and with ``picks`` (rows (M,), tokens
     (M,)) whether each token is its row's argmax (its first maximum, as lm-eval's ``is_greedy``
-    takes it; else None). The logits are computed (vocabulary, rows) in blocks of at most
+    takes it; else None). The logits are computed (rows, vocabulary) in blocks of at most
     ``buffer.numel()``, which each overwrites.
 
     A row's exponentials are summed relative to one reference, its first block's maximum, which the
@@ -107,19 +109,19 @@ def _log_normalisers(
         top = torch.full((rows.size(0),), float("-inf"), device=rows.device)
     for begin, part, out in _logit_blocks(weight, scaled, buffer):
         if shift is None:
-            block = torch.mm(part, scaled.t(), out=out)
-            shift = block.amax(0).neg_()
+            block = torch.mm(scaled, part.t(), out=out)
+            shift = block.amax(1, keepdim=True).neg_()
             block.add_(shift)
         else:
-            block = torch.addmm(shift, part, scaled.t(), out=out)
+            block = torch.addmm(shift, scaled, part.t(), out=out)
         if picks is not None:
             inside = ((tokens >= begin) & (tokens < begin + part.size(0))).nonzero().squeeze(1)
             row, token = picked_rows[inside], tokens[inside] - begin
-            value[inside], before[inside] = block[token, row], top[row]
-            first_in_block[inside] = block.index_select(1, row).argmax(0) == token
-            top = torch.maximum(top, block.amax(0))
-        total.add_(block.exp2_().sum(0))
-    normaliser = total.log_().sub_(shift, alpha=1 / LOG2E)
+            value[inside], before[inside] = block[row, token], top[row]
+            first_in_block[inside] = block.index_select(0, row).argmax(1) == token
+            top = torch.maximum(top, block.amax(1))
+        total.add_(block.exp2_().sum(1))
+    normaliser = total.log_().sub_(shift.squeeze(1), alpha=1 / LOG2E)
     overflowed = normaliser.isinf().nonzero().squeeze(1)
     for again in overflowed.split(OVERFLOW_CHUNK):
         normaliser[again] = torch.logsumexp(rows[again] @ weight.t(), -1)
@@ -132,12 +134,12 @@ def _logit_blocks(
     weight: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(first token, its block's rows of ``weight``, the block's place in ``buffer``) for blocks of
-    vocabulary whose (tokens, rows) logits fit ``buffer``."""
+    vocabulary whose (rows, tokens) logits fit ``buffer``."""
     n = rows.size(0)
     per_block = max(1, buffer.numel() // n)
     for begin in range(0, weight.size(0), per_block):
         part = weight[begin : begin + per_block]
-        yield begin, part, buffer[: part.size(0) * n].view(part.size(0), n)
+        yield begin, part, buffer[: part.size(0) * n].view(n, part.size(0))
 
 
 def token_logprobs(
