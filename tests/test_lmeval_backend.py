@@ -5,6 +5,8 @@ that have no HF path, ``gptlab-eval``'s rows, and its errors for bad input."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,16 @@ def test_gptlab_eval_names_a_checkpoint_that_is_not_a_model(setup: dict[str, Any
     bogus.write_text("not a model")
     with pytest.raises(SystemExit, match=r"gptlab-eval: error: checkpoint .*notes.ckpt is truncated or not a torch checkpoint"):
         gptlab_eval([str(bogus), "--tasks", "gptlab_arc_easy", "--include_path", str(setup["tasks"])])
+
+
+def test_importing_the_backend_keeps_lm_evals_own_backends() -> None:
+    """lm-eval lists its own backends only when a lookup finds its model registry empty: registering
+    gptlab must not hide ``--model hf``. A fresh interpreter, as the registry lives for a process."""
+    code = (
+        "import gptlab.lmeval.backend\n"
+        "from lm_eval.api.registry import get_model\n"
+        "print(get_model('hf').__name__, get_model('gptlab').__name__)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["HFLM", "GptlabLM"]

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (registers lm-eval's own backends: see below)
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lm_eval.api.model import LM
@@ -57,6 +58,9 @@ def _positive_int(name: str, value: Any) -> int:
     return number
 
 
+# lm-eval lists its own backends (hf, vllm, ...) only when a model is looked up in an empty registry:
+# registered first, gptlab would leave `--model hf` unknown. lm_eval.models registers them lazily
+# (names only), before gptlab.
 @register_model("gptlab")
 class GptlabLM(LM):
     """lm-eval's ``LM`` backed by gptlab (see the module doc). ``pretrained``: a gptlab checkpoint,
