@@ -61,7 +61,8 @@ def bench_script(monkeypatch):
 
 
 def _loggers() -> list[tuple[str, logging.Logger]]:
-    return [(name, logger) for name, logger in logging.root.manager.loggerDict.items() if isinstance(logger, logging.Logger)]
+    loggers = logging.root.manager.loggerDict.items()
+    return [(name, logger) for name, logger in loggers if isinstance(logger, logging.Logger)]
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SCRIPTS])

@@ -147,7 +147,7 @@ def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: A
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(f"unknown GPTConfig field(s) {unknown}; valid fields: {sorted(valid)}")
-    vocab = hf.get("vocab_size", GPT2_VOCAB_SIZE)
+    vocab = hf_vocab_size(hf)
     config = GPTConfig(
         name=name,
         n_layer=hf["n_layer"],
@@ -170,6 +170,11 @@ def gpt_config_from_hf(hf: dict[str, Any], name: str = "hf-gpt2", **overrides: A
             f"norm={config.norm!r}, attention={config.attention!r}"
         )
     return config
+
+
+def hf_vocab_size(hf: dict[str, Any]) -> int:
+    """The rows of an HF GPT-2 checkpoint's embedding (``config.json``'s ``vocab_size``, GPT-2's if unset)."""
+    return hf.get("vocab_size", GPT2_VOCAB_SIZE)
 
 
 def hf_to_gptlab_state(hf_state: dict[str, torch.Tensor], model: GPT) -> dict[str, torch.Tensor]:
@@ -229,7 +234,7 @@ def load_hf_gpt2(path_or_id: str, **overrides: Any) -> GPT:
     model = GPT.for_loading(gpt_config_from_hf(hf_config, name=name, **overrides))
     with torch.no_grad():  # the padding rows (gptlab's special tokens) are not in the file: init them
         for weight in {id(w): w for w in (model.wte.weight, model.output_embedding)}.values():
-            weight[hf_config.get("vocab_size", GPT2_VOCAB_SIZE) :].normal_(0.0, INIT_STD)
+            weight[hf_vocab_size(hf_config) :].normal_(0.0, INIT_STD)
     load_matching_state(model, hf_to_gptlab_state(hf_state, model), path_or_id)
     return model
 
