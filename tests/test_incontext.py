@@ -4,6 +4,7 @@ levels, every bad input, and end-to-end Hydra runs of regime=zero_shot/one_shot/
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import re
@@ -127,13 +128,30 @@ def test_answers_that_agree_so_far_share_lm_head_rows_and_score_as_alone(tiny_gp
     assert head_rows == [6]
 
 
-def test_length_groups_run_longest_first_and_pad_under_half_a_group() -> None:
-    lengths = [3, 10, 0, 5, 6, 2, 10, 1]
+def _grouping_cost(lengths: list[int], groups: list[list[int]], per_group: int) -> int:
+    return sum(per_group + lengths[group[0]] * len(group) for group in groups)
+
+
+@pytest.mark.parametrize("per_group", [0, 3, 8, 1000])
+def test_length_groups_are_the_cheapest_cut_of_the_answers_longest_first(monkeypatch, per_group) -> None:
+    monkeypatch.setattr(incontext, "GROUP_COST_TOKENS", per_group)
+    lengths = [3, 10, 0, 5, 6, 2, 10, 1, 5]
     groups = incontext.length_groups(lengths)
-    assert groups == [[1, 6, 4, 3], [0, 5], [7]]  # 10 10 6 5 | 3 2 | 1; the empty answer runs no step
-    for group in groups:
-        width = lengths[group[0]]
-        assert all(width >= lengths[i] >= incontext.GROUP_FILL * width for i in group)
+    order = [i for group in groups for i in group]
+    assert sorted(order) == [i for i, n in enumerate(lengths) if n]  # each answer once, the empty one runs no step
+    assert [lengths[i] for i in order] == sorted(filter(None, lengths), reverse=True)
+    # every cut of the longest-first order, enumerated
+    ranked = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: -lengths[i])
+    cheapest = min(
+        _grouping_cost(lengths, [ranked[a:b] for a, b in zip((0, *cuts), (*cuts, len(ranked)))], per_group)
+        for k in range(len(ranked))
+        for cuts in itertools.combinations(range(1, len(ranked)), k)
+    )
+    assert _grouping_cost(lengths, groups, per_group) == cheapest
+    if per_group == 0:  # padding only: one group per length
+        assert groups == [[1, 6], [4], [3, 8], [0], [5], [7]]
+    if per_group == 1000:
+        assert len(groups) == 1
 
 
 def test_targets_that_share_a_state_score_as_if_it_were_repeated(tiny_gpt, monkeypatch) -> None:

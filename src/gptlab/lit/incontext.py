@@ -21,6 +21,8 @@ state, and answers that agree on their first tokens share the states after them
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from collections.abc import Mapping
 
 import lightning.pytorch as pl
@@ -36,9 +38,12 @@ from gptlab.tasks.metrics import Accuracy, build_metrics, val_prefix
 from gptlab.tasks.spec import TaskSpec
 
 Batch = Mapping[str, torch.Tensor]
-# answers run through the backbone in groups of similar length: an answer joins a group while it is at
-# least this share of the group's longest. Lower: fewer, more padded calls; 0.35-0.65 time the same.
-GROUP_FILL = 0.5
+# answers run through the backbone in groups of similar length, the cut that costs the fewest padded
+# tokens plus this many a group (a call's fixed work: ~3.5 ms, some 100 answer tokens of gpt-micro on
+# 2 cores). The former rule (an answer joins while >= half its group's longest) padded HellaSwag's
+# answer tokens by 49%; against it, lm-eval loglikelihood time with 64: HellaSwag 0.91x, ARC-Easy
+# 5-shot 0.94x, three-word answers 1.0x (16 and 256: 0.95-1.0x).
+GROUP_COST_TOKENS = 64
 
 
 def shared_states(example: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
@@ -123,18 +128,24 @@ def answer_states(
 
 
 def length_groups(lengths: list[int]) -> list[list[int]]:
-    """Indices of ``lengths`` from the longest down, cut into groups: an index joins its group while
-    its length is at least ``GROUP_FILL`` of the group's first, so padding is under 1 - GROUP_FILL
-    of a group's tokens; zero lengths are left out."""
-    groups: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if lengths[i] == 0:
-            break
-        if groups and lengths[i] >= GROUP_FILL * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    """Indices of ``lengths`` from the longest down, cut into groups that each run padded to their
+    first's length: the cut that costs the fewest tokens (padding included) plus
+    ``GROUP_COST_TOKENS`` a group; zero lengths are left out."""
+    order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: -lengths[i])
+    # runs of one length: a best cut never splits one (its later part would pad less in the earlier group's place)
+    runs = [list(run) for _, run in itertools.groupby(order, key=lengths.__getitem__)]
+    before = list(itertools.accumulate(map(len, runs), initial=0))  # answers in the runs before run j
+    cost, cut = [0] + [math.inf] * len(runs), [0] * (len(runs) + 1)
+    for j in range(1, len(runs) + 1):  # the best cut of runs[:j]: its last group is runs[i:j]
+        for i in range(j):
+            total = cost[i] + GROUP_COST_TOKENS + lengths[runs[i][0]] * (before[j] - before[i])
+            if total < cost[j]:
+                cost[j], cut[j] = total, i
+    groups, j = [], len(runs)
+    while j:
+        groups.append([k for run in runs[cut[j] : j] for k in run])
+        j = cut[j]
+    return groups[::-1]
 
 
 def choice_loglikelihoods(model: GPT, batch: Batch, logits: LogitBuffer | None = None) -> torch.Tensor:
