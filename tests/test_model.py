@@ -213,26 +213,30 @@ def test_adam_moves_an_absent_tokens_input_row_only_when_the_head_is_tied(tie: b
 
 
 def test_a_cache_with_a_capacity_decodes_as_a_growing_one(tiny_gpt) -> None:
-    """Buffers allocated once (``new_cache(capacity)``) give the states that concatenation gives,
-    through left-padded prompts, dropped rows and repeated rows; a full cache refuses more."""
+    """Buffers allocated once (``new_cache(capacity)``, or ``take(rows, room)`` from a growing cache)
+    give the states that concatenation gives, through left-padded prompts, dropped rows and repeated
+    rows; a full cache refuses more."""
     model = tiny_gpt(eval_mode=True)
     ids = torch.randint(0, 64, (3, 5))
     mask = torch.ones_like(ids)
     mask[0, :2] = 0
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     states = []
-    for cache in (model.new_cache(), model.new_cache(capacity=9)):
+    for cache, room in ((model.new_cache(), None), (model.new_cache(capacity=9), None), (model.new_cache(), 2)):
         with torch.no_grad():
             out = [model.hidden_states(ids, mask, positions, cache)]
             step = torch.randint(0, 64, (3, 1), generator=torch.Generator().manual_seed(0))
             out.append(model.hidden_states(step, None, positions[:, -1:] + 1, cache))
             cache.select(torch.tensor([2, 0]))
-            cache = cache.take(torch.tensor([0, 1, 1]))
+            cache = cache.take(torch.tensor([0, 1, 1]), room=room)
             out.append(model.hidden_states(step[[2, 0, 0]], None, positions[[2, 0, 0], -1:] + 2, cache))
         states.append(out)
         assert cache.length == 7
-    for growing, allocated in zip(*states):
-        torch.testing.assert_close(allocated, growing, rtol=0, atol=1e-6)
+        if room is not None:  # 6 positions taken, 1 appended in place
+            assert cache.capacity == 8 and cache.keys[0].shape[2] == 8
+    for growing, *allocated in zip(*states):
+        for other in allocated:
+            torch.testing.assert_close(other, growing, rtol=0, atol=1e-6)
     full = model.new_cache(capacity=4)
     with pytest.raises(ValueError, match="5 positions exceed its capacity of 4"):
         model.hidden_states(ids, cache=full)

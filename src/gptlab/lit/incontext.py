@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 
 from gptlab.lit.predictions import PredictionLog
-from gptlab.model.gpt import GPT, KVCache
+from gptlab.model.gpt import GPT
+from gptlab.model.kv_cache import KVCache
 from gptlab.lit.head_scores import token_scores
 from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.report.results import N_TRUNCATED
@@ -119,7 +120,7 @@ def answer_states(
         mask = step_mask[rows, :width]
         positions = start[example[rows], None] + torch.arange(width, device=steps.device)
         hidden = model.hidden_states(
-            steps[rows, :width], None if bool(mask.all()) else mask, positions, cache.take(example[rows])
+            steps[rows, :width], None if bool(mask.all()) else mask, positions, cache.take(example[rows], room=width)
         )
         if out is None:
             out = hidden.new_zeros((*steps.shape, hidden.size(-1)))

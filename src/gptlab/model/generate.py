@@ -14,7 +14,8 @@ import math
 import torch
 
 from gptlab.data.tokenizer import GPT2_VOCAB_SIZE
-from gptlab.model.gpt import GPT, KVCache
+from gptlab.model.gpt import GPT
+from gptlab.model.kv_cache import KVCache
 
 
 def step_logits(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gptlab.bounds import POSITIVE as POSITIVE_BOUND
 from gptlab.bounds import Bound, check_fields
+from gptlab.model.kv_cache import KVCache
 from gptlab.model.logit_buffer import LogitBuffer
 from gptlab.model.loss import linear_cross_entropy, unfused_linear_cross_entropy
 
@@ -85,63 +86,6 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class KVCache:
-    """Keys and values of the positions seen so far, per layer, for incremental decoding.
-
-    ``key_mask`` remembers which cached positions are real tokens (False = padding), so a
-    padded prompt keeps masking its padding while new tokens are appended. With a ``capacity``
-    (the most positions it will hold) each layer's keys and values live in buffers allocated once
-    and filled in place; without one they grow by concatenation (a copy of the cache per step).
-    """
-
-    def __init__(self, n_layer: int, capacity: int | None = None) -> None:
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
-        self.key_mask: torch.Tensor | None = None
-        self.capacity = capacity
-        self.filled = [0] * n_layer  # positions held per layer (with a capacity)
-
-    @property
-    def length(self) -> int:
-        if self.keys[0] is None:
-            return 0
-        return self.filled[0] if self.capacity is not None else self.keys[0].size(2)
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.capacity is None:
-            if self.keys[layer] is not None:
-                k = torch.cat([self.keys[layer], k], dim=2)
-                v = torch.cat([self.values[layer], v], dim=2)
-            self.keys[layer], self.values[layer] = k, v
-            return k, v
-        if self.keys[layer] is None:
-            shape = (k.size(0), k.size(1), self.capacity, k.size(3))
-            self.keys[layer], self.values[layer] = k.new_empty(shape), v.new_empty(shape)
-        start, end = self.filled[layer], self.filled[layer] + k.size(2)
-        if end > self.capacity:
-            raise ValueError(f"KVCache: {end} positions exceed its capacity of {self.capacity}")
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        self.filled[layer] = end
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only the batch rows ``rows`` (in that order), in place: finished rows leave a decode."""
-        kept = self.take(rows)
-        self.keys, self.values, self.key_mask = kept.keys, kept.values, kept.key_mask
-
-    def take(self, rows: torch.Tensor) -> KVCache:
-        """A new cache of the batch rows ``rows`` in that order, a row as often as it is named (one
-        context's cache for each of its continuations)."""
-        out = KVCache(len(self.keys), self.capacity)
-        out.keys = [k.index_select(0, rows) for k in self.keys]
-        out.values = [v.index_select(0, rows) for v in self.values]
-        out.filled = list(self.filled)
-        if self.key_mask is not None:
-            out.key_mask = self.key_mask.index_select(0, rows)
-        return out
 
 
 def attention_mask_for(
