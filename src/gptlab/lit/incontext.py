@@ -133,7 +133,8 @@ def length_groups(lengths: list[int]) -> list[list[int]]:
     first's length: the cut that costs the fewest tokens (padding included) plus
     ``GROUP_COST_TOKENS`` a group; zero lengths are left out."""
     order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: -lengths[i])
-    # runs of one length: a best cut never splits one (its later part would pad less in the earlier group's place)
+    # runs of one length: a cheapest cut never splits one (its part in the earlier, wider group pads
+    # no more in the group its run starts)
     runs = [list(run) for _, run in itertools.groupby(order, key=lengths.__getitem__)]
     before = list(itertools.accumulate(map(len, runs), initial=0))  # answers in the runs before run j
     cost, cut = [0] + [math.inf] * len(runs), [0] * (len(runs) + 1)
