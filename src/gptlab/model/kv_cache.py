@@ -56,17 +56,19 @@ class KVCache:
         context's cache for each of its continuations). ``room``: its buffers hold this many
         positions more, filled in place (no copy of the cache per call), else it keeps this one's
         capacity."""
-        length = self.length
-        out = KVCache(len(self.keys), self.capacity if room is None else length + room)
         if room is None:
+            out = KVCache(len(self.keys), self.capacity)
             out.keys = [k.index_select(0, rows) for k in self.keys]
             out.values = [v.index_select(0, rows) for v in self.values]
+            out.filled = list(self.filled)
         else:
+            length = self.length
+            out = KVCache(len(self.keys), length + room)
             for held, taken in ((self.keys, out.keys), (self.values, out.values)):
                 for layer, t in enumerate(held):
                     taken[layer] = t.new_empty((rows.numel(), t.size(1), out.capacity, t.size(3)))
                     torch.index_select(t[:, :, :length], 0, rows, out=taken[layer][:, :, :length])
-        out.filled = list(self.filled) if room is None else [length] * len(self.keys)
+            out.filled = [length] * len(self.keys)
         if self.key_mask is not None:
             out.key_mask = self.key_mask.index_select(0, rows)
         return out
